@@ -1,0 +1,7 @@
+"""skfalcon: flow posterior estimation for simulation-based inference, as a scikit-learn estimator."""
+
+from skfalcon._version import __version__
+from skfalcon.estimators import FlowPosteriorEstimator
+from skfalcon.priors import FactorizedPrior
+
+__all__ = ["FactorizedPrior", "FlowPosteriorEstimator", "__version__"]

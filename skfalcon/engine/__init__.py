@@ -1,0 +1,29 @@
+"""The torch engine: flows, running normalisation, training loop, importance sampling.
+
+Imports torch and zuko only; the scikit-learn façade lives in :mod:`skfalcon.estimators`.
+"""
+
+from skfalcon.engine.flows import FLOW_FAMILIES, NormalizedFlow, build_flow
+from skfalcon.engine.importance import (
+    draw_candidates,
+    effective_sample_size,
+    importance_sample,
+    log_normalizer,
+)
+from skfalcon.engine.normalization import RunningNorm
+from skfalcon.engine.posterior import DualFlowPosterior
+from skfalcon.engine.training import TrainingResult, train
+
+__all__ = [
+    "FLOW_FAMILIES",
+    "DualFlowPosterior",
+    "NormalizedFlow",
+    "RunningNorm",
+    "TrainingResult",
+    "build_flow",
+    "draw_candidates",
+    "effective_sample_size",
+    "importance_sample",
+    "log_normalizer",
+    "train",
+]

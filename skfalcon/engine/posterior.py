@@ -1,0 +1,120 @@
+r"""The dual-flow posterior.
+
+Parameters live in the cube :math:`C = [-b, b]^d`, where the prior :math:`\pi(u)` is
+uniform. Training pairs :math:`(u, x)` come from some training distribution
+:math:`\tilde p(u)\, p(x \mid u)` (the prior, or a mix of proposals). Two flows are fitted
+jointly by maximum likelihood,
+
+.. math::
+
+    \mathcal{L} = -\mathbb{E}\big[\log q(u \mid s(x))\big] - \mathbb{E}\big[\log m(u)\big],
+
+so that :math:`q(u \mid x) \to \tilde p(u \mid x) \propto p(x \mid u)\,\tilde p(u)` and
+:math:`m(u) \to \tilde p(u)`. The posterior under the prior follows without knowing
+:math:`\tilde p`:
+
+.. math::
+
+    p(u \mid x) \propto p(x \mid u)\,\pi(u) \propto \frac{q(u \mid x)}{m(u)}\,\mathbb{1}_C(u).
+
+Without a prior (``marginal=False``) the training distribution is taken as the prior and
+the posterior is :math:`q` itself (plain neural posterior estimation).
+"""
+
+import torch
+from torch import Tensor, nn
+
+from skfalcon.engine.flows import NormalizedFlow, build_flow
+from skfalcon.engine.normalization import RunningNorm
+
+__all__ = ["DualFlowPosterior"]
+
+
+class DualFlowPosterior(nn.Module):
+    r"""Conditional flow :math:`q(u \mid s(x))`, marginal flow :math:`m(u)` and embedding :math:`s`.
+
+    Parameters
+    ----------
+    features : int
+        Dimension :math:`d` of :math:`u`.
+    embedding : nn.Module
+        Maps observations ``(..., *x_shape)`` to summaries ``(..., context)``; trained jointly.
+    context : int
+        Dimension of the summaries.
+    marginal : bool
+        Fit :math:`m(u)`; without it the posterior is :math:`q`.
+    net_type, num_transforms, hidden_features, num_bins
+        Flow family and size, for both flows (see :func:`~skfalcon.engine.flows.build_flow`).
+    theta_norm : bool
+        Put a :class:`~skfalcon.engine.normalization.RunningNorm` in front of each flow.
+    norm_momentum, adaptive_momentum, use_log_update
+        Settings of those normalisations.
+    """
+
+    def __init__(
+        self,
+        features: int,
+        embedding: nn.Module,
+        context: int,
+        *,
+        marginal: bool = True,
+        net_type: str = "nsf",
+        num_transforms: int = 3,
+        hidden_features: tuple[int, ...] = (64, 64),
+        num_bins: int = 8,
+        theta_norm: bool = True,
+        norm_momentum: float = 0.01,
+        adaptive_momentum: bool = False,
+        use_log_update: bool = False,
+    ):
+        super().__init__()
+        self.features = features
+        self.embedding = embedding
+
+        def make(context_features: int) -> NormalizedFlow:
+            flow = build_flow(
+                net_type,
+                features,
+                context_features,
+                num_transforms=num_transforms,
+                hidden_features=hidden_features,
+                num_bins=num_bins,
+            )
+            norm = (
+                RunningNorm(features, norm_momentum, adaptive_momentum, use_log_update)
+                if theta_norm
+                else None
+            )
+            return NormalizedFlow(flow, norm)
+
+        self.conditional = make(context)
+        self.marginal = make(0) if marginal else None
+
+    @property
+    def has_marginal(self) -> bool:
+        return self.marginal is not None
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Summaries :math:`s(x)`."""
+        return self.embedding(x)
+
+    def losses(self, u: Tensor, x: Tensor) -> Tensor:
+        r"""Mean negative log-likelihoods ``[-log q(u|s(x)), -log m(u)]`` of a batch.
+
+        The training objective is their sum; the marginal entry is 0 without :math:`m`.
+        """
+        nll_conditional = -self.conditional.log_prob(u, self.embed(x)).mean()
+        if self.marginal is None:
+            return torch.stack([nll_conditional, torch.zeros_like(nll_conditional)])
+        nll_marginal = -self.marginal.log_prob(u).mean()
+        return torch.stack([nll_conditional, nll_marginal])
+
+    def log_ratio(self, u: Tensor, summary: Tensor) -> Tensor:
+        r""":math:`\log q(u \mid s) - \log m(u)`, the unnormalized log-posterior on the cube.
+
+        ``u`` of shape ``(n, m, d)`` pairs with ``summary`` of shape ``(m, c)``.
+        """
+        log_q = self.conditional.log_prob(u, summary)
+        if self.marginal is None:
+            return log_q
+        return log_q - self.marginal.log_prob(u)

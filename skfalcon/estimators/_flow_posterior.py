@@ -1,0 +1,722 @@
+"""FlowPosteriorEstimator: the scikit-learn façade of the dual-flow posterior."""
+
+import logging
+import time
+import warnings
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_array
+from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
+
+from skfalcon.engine import DualFlowPosterior, RunningNorm, importance_sample, train
+from skfalcon.engine.importance import draw_candidates, log_normalizer
+from skfalcon.estimators._params import FlowPosteriorParams, validate_params
+from skfalcon.priors import make_prior
+from skfalcon.utils import draw_seed, resolve_device, torch_seed_scope
+
+__all__ = ["FlowPosteriorEstimator"]
+
+logger = logging.getLogger("skfalcon")
+
+# Candidates evaluated per chunk of sampling work; bounds memory, not accuracy.
+_CANDIDATE_BUDGET = 2**19
+# Candidates per observation for the normalizing constant Z(x) of log_prob.
+_LOG_Z_CANDIDATES = 8192
+
+
+def _check_positive_int(value, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+class FlowPosteriorEstimator(BaseEstimator):
+    r"""Posterior estimation with a conditional and a marginal normalizing flow.
+
+    Learns :math:`p(\theta \mid x)` from simulations :math:`(\theta, x)`. Parameters are
+    mapped from the prior to the cube :math:`[-b, b]^d`; a conditional flow
+    :math:`q(u \mid x)` and a marginal flow :math:`m(u)` are fitted jointly and the posterior
+    is :math:`p(u \mid x) \propto q(u \mid x) / m(u)` on the cube, which holds whatever
+    distribution the training parameters came from. Samples are drawn by importance
+    sampling from the mixture :math:`\beta q + (1 - \beta) m`.
+
+    Following scikit-learn, ``fit(X, y)`` takes the parameters ``theta`` as ``X`` and the
+    simulated observations ``x`` as ``y``: write ``est.fit(theta, x)``.
+
+    Parameters
+    ----------
+    prior : list of tuple or FactorizedPrior, default=None
+        The prior the training ``theta`` were drawn from, one spec per parameter, e.g.
+        ``[("uniform", -1, 1), ("normal", 0, 1)]`` (see :mod:`skfalcon.priors`). ``None``
+        means unknown: ``theta`` is standardized from the training rows and the posterior is
+        the conditional flow alone (plain neural posterior estimation).
+    marginalize : list of int, default=None
+        Indices of nuisance parameters that are simulated but not inferred.
+    hypercube_bound : float, default=2.0
+        Half-width :math:`b` of the cube the prior is mapped to.
+    net_type : {"nsf", "maf", "nice", "realnvp", "naf", "unaf", "ncsf", "sospf", "bpf", "gf"}, \
+default="nsf"
+        zuko flow family of both flows.
+    num_transforms : int, default=3
+        Number of flow transforms.
+    hidden_features : tuple of int, default=(64, 64)
+        Hidden layer widths of each transform's network.
+    num_bins : int, default=8
+        Spline bins (``nsf`` and ``ncsf`` only).
+    embedding : None, default=None
+        Summary network of ``x``; ``None`` is an online normalisation of ``x``.
+    theta_norm : bool, default=True
+        Put an online running normalisation of :math:`u` in front of each flow.
+    norm_momentum : float, default=0.01
+        Momentum of the running normalisations.
+    adaptive_momentum : bool, default=False
+        Use momentum :math:`\max(\alpha, 1/t)` at update :math:`t`.
+    use_log_update : bool, default=False
+        Average the running variances in log space.
+    lr : float, default=1e-3
+        AdamW learning rate.
+    betas : tuple of float, default=(0.9, 0.999)
+        AdamW moment coefficients.
+    weight_decay : float, default=0.0
+        AdamW decoupled weight decay.
+    lr_decay_factor : float, default=0.5
+        Factor of the learning rate when the validation loss plateaus.
+    lr_patience : int, default=5
+        Epochs without improvement before the learning rate decays.
+    early_stop_patience : int, default=10
+        Epochs without improvement before training stops.
+    validation_fraction : float, default=0.1
+        Fraction of simulations held out for early stopping and model selection.
+    use_best_models : bool, default=True
+        Use the weights of the best validation epoch for inference.
+    max_epochs : int, default=200
+        Maximum number of epochs.
+    batch_size : int, default=256
+        Minibatch size.
+    num_proposals : int, default=64
+        Importance-sampling candidates per output sample.
+    proposal_mixture_beta : float, default=0.5
+        Weight :math:`\beta` of the conditional flow in the candidate mixture.
+    out_of_bounds_penalty : float, default=100.0
+        Log-weight subtracted from candidates outside the cube.
+    nan_replacement : float, default=-100.0
+        Log-weight given to candidates whose weight is NaN or :math:`-\infty`.
+    gamma : float, default=0.5
+        Widening of :meth:`sample_proposal`: 0 is the posterior, 1 the prior.
+    nan_policy : {"drop", "raise"}, default="drop"
+        What to do with simulations whose ``x`` holds NaN or infinity: drop them with a
+        warning (counted in ``n_dropped_simulations_``) or raise. Non-finite ``theta``
+        always raises.
+    device : str, default="auto"
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    cache_on_device : bool, default=True
+        Move the training tensors to the device once rather than per minibatch.
+    max_cache_samples : int, default=None
+        Use at most this many training rows per epoch (a fresh random subset each epoch).
+    warm_start : bool, default=False
+        Continue from the current networks on ``fit`` instead of starting over.
+    random_state : int, RandomState instance or None, default=None
+        Seeds training and, unless ``sample`` is given its own, sampling. Torch's global
+        random state is left untouched.
+    verbose : int, default=0
+        Show a progress bar with the losses while training.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Number of columns of ``theta`` seen in ``fit``.
+    n_observation_features_ : int
+        Number of features of ``x``.
+    n_parameters_ : int
+        Number of columns returned by :meth:`sample` (parameters not marginalized).
+    prior_ : FactorizedPrior or None
+        The resolved prior.
+    device_ : torch.device
+        The device the networks live on.
+    network_ : DualFlowPosterior
+        The trained flows and embedding (torch module).
+    history_ : list of dict
+        One record per epoch: ``train_loss``, ``val_loss`` (and their conditional and
+        marginal parts), ``best_val_loss``, ``lr``, ``seconds``.
+    n_iter_ : int
+        Number of epochs run.
+    best_epoch_ : int
+        Epoch whose weights are in use when ``use_best_models``.
+    n_dropped_simulations_ : int
+        Simulations dropped by ``nan_policy="drop"`` in the last fit.
+
+    See Also
+    --------
+    skfalcon.datasets.make_two_moons : A benchmark simulator to try it on.
+
+    Examples
+    --------
+    >>> from skfalcon import FlowPosteriorEstimator
+    >>> from skfalcon.datasets import TwoMoons
+    >>> task = TwoMoons()
+    >>> theta = task.sample_prior(500, random_state=0)
+    >>> x = task.simulate(theta, random_state=1)
+    >>> est = FlowPosteriorEstimator(prior=task.prior, max_epochs=2, random_state=0)
+    >>> est.fit(theta, x).sample(x[0], 100).shape
+    (100, 2)
+    """
+
+    def __init__(
+        self,
+        prior=None,
+        *,
+        marginalize=None,
+        hypercube_bound=2.0,
+        net_type="nsf",
+        num_transforms=3,
+        hidden_features=(64, 64),
+        num_bins=8,
+        embedding=None,
+        theta_norm=True,
+        norm_momentum=0.01,
+        adaptive_momentum=False,
+        use_log_update=False,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        weight_decay=0.0,
+        lr_decay_factor=0.5,
+        lr_patience=5,
+        early_stop_patience=10,
+        validation_fraction=0.1,
+        use_best_models=True,
+        max_epochs=200,
+        batch_size=256,
+        num_proposals=64,
+        proposal_mixture_beta=0.5,
+        out_of_bounds_penalty=100.0,
+        nan_replacement=-100.0,
+        gamma=0.5,
+        nan_policy="drop",
+        device="auto",
+        cache_on_device=True,
+        max_cache_samples=None,
+        warm_start=False,
+        random_state=None,
+        verbose=0,
+    ):
+        self.prior = prior
+        self.marginalize = marginalize
+        self.hypercube_bound = hypercube_bound
+        self.net_type = net_type
+        self.num_transforms = num_transforms
+        self.hidden_features = hidden_features
+        self.num_bins = num_bins
+        self.embedding = embedding
+        self.theta_norm = theta_norm
+        self.norm_momentum = norm_momentum
+        self.adaptive_momentum = adaptive_momentum
+        self.use_log_update = use_log_update
+        self.lr = lr
+        self.betas = betas
+        self.weight_decay = weight_decay
+        self.lr_decay_factor = lr_decay_factor
+        self.lr_patience = lr_patience
+        self.early_stop_patience = early_stop_patience
+        self.validation_fraction = validation_fraction
+        self.use_best_models = use_best_models
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.num_proposals = num_proposals
+        self.proposal_mixture_beta = proposal_mixture_beta
+        self.out_of_bounds_penalty = out_of_bounds_penalty
+        self.nan_replacement = nan_replacement
+        self.gamma = gamma
+        self.nan_policy = nan_policy
+        self.device = device
+        self.cache_on_device = cache_on_device
+        self.max_cache_samples = max_cache_samples
+        self.warm_start = warm_start
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ scikit-learn glue
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        tags.target_tags.single_output = True
+        tags.target_tags.multi_output = True
+        tags.input_tags.allow_nan = False
+        return tags
+
+    def _validated_params(self) -> FlowPosteriorParams:
+        return validate_params(self.get_params(deep=False), type(self).__name__)
+
+    # ------------------------------------------------------------------ data conversion
+
+    def _check_training_data(self, X, y, params: FlowPosteriorParams, reset: bool):
+        theta = validate_data(self, X, reset=reset, dtype=np.float64, ensure_min_samples=1)
+        x = check_array(
+            y, ensure_2d=False, dtype=np.float64, ensure_all_finite=False, input_name="y"
+        )
+        check_consistent_length(theta, x)
+        if x.ndim == 1:
+            x = x[:, None]
+        elif x.ndim != 2:
+            raise ValueError(
+                f"x (y) must have shape (n_simulations, n_features) or (n_simulations,), "
+                f"got shape {x.shape}."
+            )
+        if not reset and x.shape[1] != self.n_observation_features_:
+            raise ValueError(
+                f"x has {x.shape[1]} features, but {type(self).__name__} was fitted with "
+                f"{self.n_observation_features_}."
+            )
+        bad = ~np.isfinite(x).all(axis=1)
+        n_bad = int(bad.sum())
+        if n_bad:
+            first = int(np.flatnonzero(bad)[0])
+            if params.nan_policy == "raise" or n_bad == len(x):
+                raise ValueError(
+                    f"x holds NaN or infinity in {n_bad} of {len(x)} simulations (first at "
+                    f"row {first}); with nan_policy={params.nan_policy!r} they "
+                    + ("cannot be used." if params.nan_policy == "raise" else "leave no data.")
+                )
+            warnings.warn(
+                f"Dropped {n_bad} of {len(x)} simulations whose x holds NaN or infinity "
+                f"(first at row {first}); nan_policy='drop'.",
+                UserWarning,
+                stacklevel=4,
+            )
+            theta, x = theta[~bad], x[~bad]
+        return theta, x, n_bad
+
+    def _theta_to_u(self, theta: np.ndarray, prior, theta_shift, theta_scale):
+        """Map theta (all or inferred columns) to u; returns (u, log|du/dtheta|, in_support)."""
+        if prior is None:
+            u = (theta - theta_shift) / theta_scale
+            log_jac = np.full(len(theta), -np.log(theta_scale).sum())
+            return u, log_jac, np.ones(len(theta), dtype=bool)
+        if theta.shape[1] == prior.n_parameters:
+            theta = theta[:, prior.inferred_mask]
+        free = prior.free_mask[prior.inferred_mask]
+        fixed_values = prior.fixed_values[prior.inferred_mask][~free]
+        theta_free = torch.as_tensor(theta[:, free])
+        u = prior.to_cube(theta_free).numpy()
+        log_jac = prior.log_abs_det_jacobian(theta_free).numpy()
+        support = prior.in_support(theta_free).numpy() & (theta[:, ~free] == fixed_values).all(1)
+        return u, log_jac, support
+
+    def _u_to_theta(self, u: np.ndarray) -> np.ndarray:
+        """Map u of shape (..., n_free) to theta of shape (..., n_parameters_)."""
+        prior = self.prior_
+        if prior is None:
+            return u * self.theta_scale_ + self.theta_shift_
+        free = prior.free_mask[prior.inferred_mask]
+        theta = np.empty(u.shape[:-1] + (len(free),))
+        theta[..., free] = prior.from_cube(torch.as_tensor(u)).numpy()
+        theta[..., ~free] = prior.fixed_values[prior.inferred_mask][~free]
+        return theta
+
+    def _check_observations(self, x, name: str = "x") -> tuple[np.ndarray, bool]:
+        """Observations as a 2-D float64 array and whether a single one was given."""
+        x = check_array(x, ensure_2d=False, dtype=np.float64, input_name=name)
+        n_features = self.n_observation_features_
+        if x.ndim == 1:
+            if x.shape[0] != n_features:
+                raise ValueError(
+                    f"{name} has {x.shape[0]} features, but {type(self).__name__} was fitted "
+                    f"with {n_features}; pass one observation of shape ({n_features},) or "
+                    f"several of shape (n_observations, {n_features})."
+                )
+            return x[None, :], True
+        if x.ndim != 2 or x.shape[1] != n_features:
+            raise ValueError(
+                f"{name} has shape {x.shape}, but {type(self).__name__} was fitted with "
+                f"{n_features} observation features; expected ({n_features},) or "
+                f"(n_observations, {n_features})."
+            )
+        return x, False
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(self, X, y):
+        """Fit the posterior to simulations.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_simulations, n_parameters)
+            Parameters ``theta`` the simulations were run with.
+        y : array-like of shape (n_simulations, n_features) or (n_simulations,)
+            Simulated observations ``x``.
+
+        Returns
+        -------
+        self : FlowPosteriorEstimator
+            The fitted estimator.
+        """
+        params = self._validated_params()
+        warm = params.warm_start and hasattr(self, "network_")
+        return self._fit(X, y, params, continue_training=warm)
+
+    def _fit(self, X, y, params: FlowPosteriorParams, continue_training: bool):
+        device = resolve_device(params.device)
+        theta, x, n_dropped = self._check_training_data(X, y, params, reset=not continue_training)
+        rng = np.random.RandomState(draw_seed(params.random_state))
+
+        if continue_training:
+            prior, shift, scale = self.prior_, self.theta_shift_, self.theta_scale_
+        else:
+            prior = (
+                None
+                if params.prior is None
+                else make_prior(
+                    params.prior,
+                    marginalize=params.marginalize,
+                    hypercube_bound=params.hypercube_bound,
+                )
+            )
+            if prior is not None and theta.shape[1] != prior.n_parameters:
+                raise ValueError(
+                    f"theta has {theta.shape[1]} columns but the prior has "
+                    f"{prior.n_parameters} parameters."
+                )
+            shift, scale = np.zeros(theta.shape[1]), np.ones(theta.shape[1])
+        if prior is None and not continue_training and len(theta) > 1:
+            shift = theta.mean(axis=0)
+            spread = theta.std(axis=0)
+            scale = np.where(spread > 0, spread, 1.0)
+
+        u, _, support = self._theta_to_u(theta, prior, shift, scale)
+        if not support.all():
+            first = int(np.flatnonzero(~support)[0])
+            raise ValueError(
+                f"{int((~support).sum())} of {len(theta)} theta rows lie outside the prior's "
+                f"support (first: row {first}, theta={theta[first].tolist()}); were the "
+                "simulations drawn from this prior?"
+            )
+
+        order = rng.permutation(len(u))
+        n_val = int(round(params.validation_fraction * len(u))) if len(u) > 1 else 0
+        if params.validation_fraction > 0 and len(u) > 1:
+            n_val = min(max(n_val, 1), len(u) - 1)
+        val_rows, train_rows = order[:n_val], order[n_val:]
+        u_t = torch.as_tensor(u, dtype=torch.float32)
+        x_t = torch.as_tensor(x, dtype=torch.float32)
+
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        with torch_seed_scope(seed, device):
+            if continue_training:
+                network = self.network_
+            else:
+                network = DualFlowPosterior(
+                    u.shape[1],
+                    RunningNorm(x.shape[1], params.norm_momentum),
+                    x.shape[1],
+                    marginal=prior is not None,
+                    net_type=params.net_type,
+                    num_transforms=params.num_transforms,
+                    hidden_features=params.hidden_features,
+                    num_bins=params.num_bins,
+                    theta_norm=params.theta_norm,
+                    norm_momentum=params.norm_momentum,
+                    adaptive_momentum=params.adaptive_momentum,
+                    use_log_update=params.use_log_update,
+                )
+            progress = _Progress(params.max_epochs) if params.verbose else None
+            epoch_offset = len(self.history_) if continue_training else 0
+            try:
+                result = train(
+                    network,
+                    u_t[train_rows],
+                    x_t[train_rows],
+                    u_t[val_rows],
+                    x_t[val_rows],
+                    device=device,
+                    batch_size=params.batch_size,
+                    max_epochs=params.max_epochs,
+                    lr=params.lr,
+                    betas=params.betas,
+                    weight_decay=params.weight_decay,
+                    lr_decay_factor=params.lr_decay_factor,
+                    lr_patience=params.lr_patience,
+                    early_stop_patience=params.early_stop_patience,
+                    use_best_models=params.use_best_models,
+                    cache_on_device=params.cache_on_device,
+                    max_cache_samples=params.max_cache_samples,
+                    on_epoch_end=progress,
+                    epoch_offset=epoch_offset,
+                )
+            finally:
+                if progress is not None:
+                    progress.close()
+        if result.interrupted:
+            warnings.warn(
+                "Training was interrupted; the estimator keeps the best weights so far.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+        self.prior_ = prior
+        self.theta_shift_, self.theta_scale_ = shift, scale
+        self.n_observation_features_ = x.shape[1]
+        self.n_parameters_ = theta.shape[1] if prior is None else int(prior.inferred_mask.sum())
+        self.device_ = device
+        self.network_ = network
+        self.history_ = (self.history_ if continue_training else []) + result.history
+        self.n_iter_ = len(self.history_)
+        self.best_epoch_ = result.best_epoch
+        self.n_dropped_simulations_ = n_dropped
+        self._log_z_seed = seed
+        self._log_z_cache = {}
+        return self
+
+    # ------------------------------------------------------------------ inference
+
+    def _sample_u(self, summary: torch.Tensor, n: int, exponent: float, params):
+        """u samples (m, n, d) and ESS (m,) for summaries (m, c), in chunks of bounded size."""
+        network = self.network_
+        m = summary.shape[0]
+        if not network.has_marginal:
+            u = network.conditional.sample_and_log_prob((n,), summary)[0]
+            return u.transpose(0, 1), torch.full((m,), float(n))
+        per_sample = params.num_proposals
+        n_chunk = max(1, min(n, _CANDIDATE_BUDGET // per_sample))
+        m_chunk = max(1, _CANDIDATE_BUDGET // (per_sample * n_chunk))
+        samples, ess = [], []
+        for i in range(0, m, m_chunk):
+            parts, ess_i = [], 0.0
+            for j in range(0, n, n_chunk):
+                u, e = importance_sample(
+                    network,
+                    summary[i : i + m_chunk],
+                    min(n_chunk, n - j),
+                    num_proposals=per_sample,
+                    beta=params.proposal_mixture_beta,
+                    bound=self.prior_.hypercube_bound,
+                    out_of_bounds_penalty=params.out_of_bounds_penalty,
+                    nan_replacement=params.nan_replacement,
+                    exponent=exponent,
+                )
+                parts.append(u)
+                ess_i = ess_i + e
+            samples.append(torch.cat(parts, dim=1))
+            ess.append(ess_i)
+        return torch.cat(samples), torch.cat(ess)
+
+    def sample(self, x, n_samples, *, random_state=None, return_ess=False):
+        """Draw posterior samples of ``theta`` given observations.
+
+        Parameters
+        ----------
+        x : array-like of shape (n_features,) or (n_observations, n_features)
+            One observation, or several sampled in one batched pass.
+        n_samples : int
+            Samples per observation.
+        random_state : int, RandomState instance or None, default=None
+            Seed of this draw; ``None`` falls back to the estimator's ``random_state``.
+        return_ess : bool, default=False
+            Also return the effective sample size of the importance-sampling pool of each
+            observation (``n_samples`` for ``prior=None``, which samples exactly).
+
+        Returns
+        -------
+        theta : ndarray of shape (n_samples, n_parameters) or \
+(n_observations, n_samples, n_parameters)
+            Posterior samples, float64.
+        ess : float or ndarray of shape (n_observations,)
+            Only with ``return_ess``. A warning is emitted when it falls below ``n_samples``.
+        """
+        check_is_fitted(self, "network_")
+        n_samples = _check_positive_int(n_samples, "n_samples")
+        params = self._validated_params()
+        x2d, single = self._check_observations(x)
+        seed = draw_seed(self.random_state if random_state is None else random_state)
+        with torch.no_grad(), torch_seed_scope(seed, self.device_):
+            summary = self.network_.embed(
+                torch.as_tensor(x2d, dtype=torch.float32).to(self.device_)
+            )
+            u, ess = self._sample_u(summary, n_samples, 1.0, params)
+        theta = self._u_to_theta(u.to("cpu", torch.float64).numpy())
+        ess = ess.cpu().numpy().astype(np.float64)
+        self._warn_low_ess(ess, n_samples)
+        if single:
+            theta, ess = theta[0], float(ess[0])
+        return (theta, ess) if return_ess else theta
+
+    def _warn_low_ess(self, ess: np.ndarray, n_samples: int) -> None:
+        low = ess < n_samples
+        if low.any():
+            warnings.warn(
+                f"Low effective sample size: importance sampling found {ess.min():.1f} "
+                f"effective candidates for {n_samples} requested samples "
+                f"({int(low.sum())} of {len(ess)} observation(s) below {n_samples}); the "
+                "samples repeat and may be inaccurate. Raise num_proposals, or the "
+                "posterior estimate may be poor for this observation.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _log_normalizers(self, x_unique: np.ndarray) -> np.ndarray:
+        """log Z(x) for distinct observations (rows of ``x_unique``), cached per observation."""
+        keys = [row.tobytes() for row in x_unique]
+        missing = [i for i, key in enumerate(keys) if key not in self._log_z_cache]
+        if missing:
+            params = self._validated_params()
+            chunk = max(1, _CANDIDATE_BUDGET // _LOG_Z_CANDIDATES)
+            xt = torch.as_tensor(x_unique[missing], dtype=torch.float32).to(self.device_)
+            values = []
+            with torch.no_grad(), torch_seed_scope(self._log_z_seed, self.device_):
+                for start in range(0, len(missing), chunk):
+                    pool = draw_candidates(
+                        self.network_,
+                        self.network_.embed(xt[start : start + chunk]),
+                        _LOG_Z_CANDIDATES,
+                        beta=params.proposal_mixture_beta,
+                        bound=self.prior_.hypercube_bound,
+                    )
+                    values.append(log_normalizer(pool).cpu().double().numpy())
+            for i, value in zip(missing, np.concatenate(values), strict=True):
+                self._log_z_cache[keys[i]] = float(value)
+        return np.array([self._log_z_cache[key] for key in keys])
+
+    def log_prob(self, theta, x):
+        r"""Normalized posterior log-density :math:`\log p(\theta \mid x)` in ``theta`` space.
+
+        :math:`\log q(u \mid x) - \log m(u) - \log Z(x) + \log |\partial u / \partial \theta|`,
+        with :math:`Z(x)` estimated by importance sampling once per observation and cached.
+        ``-inf`` outside the prior's support.
+
+        Parameters
+        ----------
+        theta : array-like of shape (n, n_parameters) or (n_parameters,)
+            Parameter values (all prior columns, or only those not marginalized).
+        x : array-like of shape (n_features,), (1, n_features) or (n, n_features)
+            One observation for all rows of ``theta``, or one per row.
+
+        Returns
+        -------
+        log_prob : ndarray of shape (n,)
+        """
+        check_is_fitted(self, "network_")
+        theta = check_array(theta, ensure_2d=False, dtype=np.float64, input_name="theta")
+        theta = theta[None, :] if theta.ndim == 1 else theta
+        allowed = {self.n_parameters_, self.n_features_in_}
+        if theta.ndim != 2 or theta.shape[1] not in allowed:
+            raise ValueError(
+                f"theta has shape {theta.shape}; expected (n, {self.n_parameters_})"
+                + (f" or (n, {self.n_features_in_})" if len(allowed) > 1 else "")
+                + "."
+            )
+        x2d, _ = self._check_observations(x)
+        if len(x2d) == 1:
+            x2d = np.broadcast_to(x2d, (len(theta), x2d.shape[1]))
+        elif len(x2d) != len(theta):
+            raise ValueError(
+                f"x has {len(x2d)} observations but theta has {len(theta)} rows; pass one "
+                "observation, or one per row of theta."
+            )
+        u, log_jac, support = self._theta_to_u(
+            theta, self.prior_, self.theta_shift_, self.theta_scale_
+        )
+        unique_x, inverse = np.unique(x2d, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        with torch.no_grad():
+            summary = self.network_.embed(
+                torch.as_tensor(unique_x, dtype=torch.float32).to(self.device_)
+            )
+            u_t = torch.as_tensor(u, dtype=torch.float32).to(self.device_)
+            log_ratio = self.network_.log_ratio(u_t, summary[inverse]).cpu().double().numpy()
+        log_p = log_ratio + log_jac
+        if self.prior_ is not None:
+            log_p = log_p - self._log_normalizers(unique_x)[inverse]
+        return np.where(support, log_p, -np.inf)
+
+    def score(self, X, y):
+        """Mean posterior log-density of ``theta`` (``X``) given ``x`` (``y``); higher is better.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_parameters)
+            Parameters ``theta``.
+        y : array-like of shape (n, n_features) or (n,)
+            Observations ``x``, one per row of ``theta``.
+
+        Returns
+        -------
+        score : float
+        """
+        check_is_fitted(self, "network_")
+        x = check_array(y, ensure_2d=False, dtype=np.float64, input_name="y")
+        if x.ndim == 1 and self.n_observation_features_ == 1:
+            x = x[:, None]
+        return float(np.mean(self.log_prob(X, x)))
+
+    def sample_proposal(self, x, n_samples, *, random_state=None):
+        r"""Draw parameters for new simulations from the widened posterior.
+
+        Samples :math:`\pi(u)\,[p(u \mid x) / \pi(u)]^{1 - \gamma}` with ``gamma`` from the
+        hyperparameters: ``gamma=0`` is the posterior, ``gamma=1`` the prior. Before any
+        fit, it samples the prior. Marginalized and fixed columns are drawn from the prior,
+        so the rows can be passed to the simulator as they are.
+
+        Parameters
+        ----------
+        x : array-like of shape (n_features,)
+            The observation to focus on.
+        n_samples : int
+            Number of parameter vectors.
+        random_state : int, RandomState instance or None, default=None
+            Seed of this draw; ``None`` falls back to the estimator's ``random_state``.
+
+        Returns
+        -------
+        theta : ndarray of shape (n_samples, n_prior_parameters)
+        """
+        n_samples = _check_positive_int(n_samples, "n_samples")
+        params = self._validated_params()
+        fitted = hasattr(self, "network_")
+        prior = self.prior_ if fitted else None
+        if prior is None and params.prior is not None and not fitted:
+            prior = make_prior(
+                params.prior, marginalize=params.marginalize, hypercube_bound=params.hypercube_bound
+            )
+        if prior is None:
+            raise ValueError(
+                "sample_proposal needs a prior: the estimator was built with prior=None, so "
+                "it cannot tell the prior apart from the training distribution. Pass "
+                "prior=[...] to the estimator."
+            )
+        seed = draw_seed(self.random_state if random_state is None else random_state)
+        device = self.device_ if fitted else torch.device("cpu")
+        with torch.no_grad(), torch_seed_scope(seed, device):
+            theta = prior.sample(n_samples).numpy()
+            if fitted:
+                x2d, _ = self._check_observations(x)
+                if x2d.shape[0] != 1:
+                    raise ValueError(f"x must be one observation, got shape {x2d.shape}.")
+                summary = self.network_.embed(torch.as_tensor(x2d, dtype=torch.float32).to(device))
+                u, _ = self._sample_u(summary, n_samples, 1.0 - params.gamma, params)
+                u = u[0].to("cpu", torch.float64)
+                theta[:, prior.free_mask] = prior.from_cube(u).numpy()
+        return theta
+
+
+class _Progress:
+    """A tqdm bar over epochs showing the losses and the learning rate."""
+
+    def __init__(self, total: int):
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=total, desc="fit", unit="epoch", leave=True)
+        self._start = time.perf_counter()
+
+    def __call__(self, record: dict) -> None:
+        self._bar.set_postfix(
+            train=f"{record['train_loss']:.3f}",
+            val=f"{record['val_loss']:.3f}",
+            lr=f"{record['lr']:.1e}",
+            refresh=False,
+        )
+        self._bar.update(1)
+        logger.debug("epoch %(epoch)d: %(train_loss).4f / %(val_loss).4f", record)
+
+    def close(self) -> None:
+        self._bar.close()

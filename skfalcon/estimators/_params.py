@@ -1,0 +1,119 @@
+"""Validation of FlowPosteriorEstimator's hyperparameters (one pydantic model)."""
+
+import re
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from skfalcon.engine import FLOW_FAMILIES
+
+__all__ = ["FlowPosteriorParams", "validate_params"]
+
+_Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+_Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+def _to_python(value: Any) -> Any:
+    """numpy scalars -> Python scalars, arrays and lists -> tuples (so grids of numpy work)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return tuple(_to_python(v) for v in value.tolist())
+    if isinstance(value, list):
+        return tuple(_to_python(v) for v in value)
+    return value
+
+
+class FlowPosteriorParams(BaseModel):
+    """The hyperparameters of :class:`~skfalcon.FlowPosteriorEstimator`, with their defaults.
+
+    Strict types: an int is accepted where a float is expected, a bool is not accepted as a
+    number; numpy scalars and lists/arrays of numbers are converted first. The estimator's
+    signature mirrors these fields and defaults (a test asserts it).
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid", arbitrary_types_allowed=True)
+
+    prior: Any = None
+    marginalize: tuple[Annotated[int, Field(ge=0)], ...] | None = None
+    hypercube_bound: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 2.0
+    net_type: Literal[tuple(FLOW_FAMILIES)] = "nsf"  # type: ignore[valid-type]
+    num_transforms: Annotated[int, Field(ge=1)] = 3
+    hidden_features: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)] = (
+        64,
+        64,
+    )
+    num_bins: Annotated[int, Field(ge=2)] = 8
+    embedding: None = None
+    theta_norm: bool = True
+    norm_momentum: Annotated[float, Field(gt=0.0, le=1.0)] = 0.01
+    adaptive_momentum: bool = False
+    use_log_update: bool = False
+    lr: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 1e-3
+    betas: tuple[_Beta, _Beta] = (0.9, 0.999)
+    weight_decay: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.0
+    lr_decay_factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
+    lr_patience: Annotated[int, Field(ge=0)] = 5
+    early_stop_patience: Annotated[int, Field(ge=0)] = 10
+    validation_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    use_best_models: bool = True
+    max_epochs: Annotated[int, Field(ge=1)] = 200
+    batch_size: Annotated[int, Field(ge=1)] = 256
+    num_proposals: Annotated[int, Field(ge=1)] = 64
+    proposal_mixture_beta: _Probability = 0.5
+    out_of_bounds_penalty: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 100.0
+    nan_replacement: Annotated[float, Field(allow_inf_nan=False)] = -100.0
+    gamma: _Probability = 0.5
+    nan_policy: Literal["drop", "raise"] = "drop"
+    device: str = "auto"
+    cache_on_device: bool = True
+    max_cache_samples: Annotated[int, Field(ge=1)] | None = None
+    warm_start: bool = False
+    random_state: Any = None
+    verbose: Annotated[int, Field(ge=0)] | bool = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numpy_to_python(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            return {
+                k: v if k in ("prior", "random_state") else _to_python(v) for k, v in values.items()
+            }
+        return values
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if not _DEVICE_PATTERN.match(value):
+            raise ValueError("expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        return value
+
+    @field_validator("random_state")
+    @classmethod
+    def _check_random_state(cls, value: Any) -> Any:
+        if value is None or isinstance(value, np.random.RandomState):
+            return value
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            if 0 <= value < 2**32:
+                return value
+        raise ValueError("expected None, an int in [0, 2**32) or a numpy RandomState")
+
+
+def validate_params(params: dict[str, Any], owner: str) -> FlowPosteriorParams:
+    """Validate ``params``; a bad one raises a ``ValueError`` naming it, its value and what is allowed."""
+    try:
+        return FlowPosteriorParams(**params)
+    except ValidationError as exc:
+        messages = []
+        for error in exc.errors(include_url=False):
+            name = str(error["loc"][0]) if error["loc"] else "?"
+            value = params.get(name, error.get("input"))
+            reason = error["msg"].removeprefix("Value error, ")
+            messages.append(f"{name}={value!r} ({reason[0].lower() + reason[1:]})")
+        raise ValueError(
+            f"Invalid hyperparameter{'s' if len(messages) > 1 else ''} of {owner}: "
+            + "; ".join(messages)
+            + "."
+        ) from None

@@ -1,0 +1,221 @@
+"""Behaviour of FlowPosteriorEstimator: shapes, density, reproducibility, policies, errors."""
+
+import inspect
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate
+
+from skfalcon import FlowPosteriorEstimator
+from skfalcon.datasets import GaussianLinear
+from skfalcon.estimators import FlowPosteriorParams
+
+
+def test_signature_defaults_mirror_the_params_model():
+    signature = inspect.signature(FlowPosteriorEstimator.__init__).parameters
+    names = [n for n in signature if n != "self"]
+    assert names == list(FlowPosteriorParams.model_fields)
+    for name in names:
+        assert signature[name].default == FlowPosteriorParams.model_fields[name].default, name
+
+
+def test_sample_and_log_prob_shapes(fitted_moons, moons_data):
+    _, theta, x = moons_data
+    est = fitted_moons
+    assert est.sample(x[0], 50).shape == (50, 2)
+    batch, ess = est.sample(x[:3], 40, return_ess=True)
+    assert batch.shape == (3, 40, 2) and batch.dtype == np.float64
+    assert ess.shape == (3,) and np.all(ess > 0)
+    assert est.log_prob(theta[:5], x[0]).shape == (5,)
+    assert est.log_prob(theta[:5], x[:5]).shape == (5,)
+    assert est.log_prob(theta[0], x[0]).shape == (1,)
+    assert isinstance(est.score(theta[:20], x[:20]), float)
+    assert est.n_features_in_ == 2 and est.n_observation_features_ == 2
+    assert est.n_iter_ == len(est.history_) <= 3
+
+
+def test_fit_and_sample_are_reproducible_and_leave_global_rng_alone(moons_data, tiny):
+    task, theta, x = moons_data
+    state = torch.get_rng_state()
+    a = FlowPosteriorEstimator(prior=task.prior, random_state=3, **tiny).fit(theta, x)
+    b = FlowPosteriorEstimator(prior=task.prior, random_state=3, **tiny).fit(theta, x)
+    assert torch.equal(state, torch.get_rng_state())
+    np.testing.assert_array_equal(a.sample(x[0], 100), b.sample(x[0], 100))
+    np.testing.assert_array_equal(
+        a.sample(x[0], 100, random_state=7), b.sample(x[0], 100, random_state=7)
+    )
+    assert not np.array_equal(
+        a.sample(x[0], 100, random_state=7), a.sample(x[0], 100, random_state=8)
+    )
+    assert a.history_[-1]["train_loss"] == b.history_[-1]["train_loss"]
+
+
+def test_log_prob_integrates_to_one_over_the_prior_box(fitted_moons, moons_data):
+    _, _, x = moons_data
+    grid = np.linspace(-1, 1, 161)
+    t1, t2 = np.meshgrid(grid, grid, indexing="ij")
+    density = np.exp(fitted_moons.log_prob(np.column_stack([t1.ravel(), t2.ravel()]), x[0]))
+    total = integrate.trapezoid(integrate.trapezoid(density.reshape(t1.shape), grid), grid)
+    assert total == pytest.approx(1.0, abs=0.05)
+
+
+def test_log_prob_is_minus_inf_outside_support_and_cached(fitted_moons, moons_data):
+    _, _, x = moons_data
+    lp = fitted_moons.log_prob(np.array([[0.0, 0.0], [1.5, 0.0], [0.0, -1.01]]), x[1])
+    assert np.isfinite(lp[0]) and np.all(lp[1:] == -np.inf)
+    cached = dict(fitted_moons._log_z_cache)
+    fitted_moons.log_prob(np.zeros((1, 2)), x[1])
+    assert fitted_moons._log_z_cache == cached
+
+
+def test_gaussian_linear_posterior_recovery():
+    task = GaussianLinear(n_dims=2)
+    theta = task.sample_prior(3000, random_state=0)
+    x = task.simulate(theta, random_state=1)
+    est = FlowPosteriorEstimator(
+        prior=task.prior,
+        hidden_features=(32, 32),
+        num_transforms=2,
+        max_epochs=15,
+        device="cpu",
+        random_state=0,
+    ).fit(theta, x)
+    _, x_obs = task.observations(2, random_state=0)
+    samples = est.sample(x_obs, 2000)
+    for obs, post in zip(x_obs, samples, strict=True):
+        mean, cov = task.posterior_mean_cov(obs)
+        np.testing.assert_allclose(post.mean(0), mean, atol=0.06)
+        np.testing.assert_allclose(post.std(0), np.sqrt(np.diag(cov)), rtol=0.25)
+
+
+def test_prior_none_standardizes_and_samples_the_conditional_flow(tiny):
+    rng = np.random.default_rng(0)
+    theta = rng.normal(100.0, 10.0, size=(500, 1))
+    x = theta + rng.normal(0.0, 1.0, size=(500, 1))
+    est = FlowPosteriorEstimator(random_state=0, **{**tiny, "max_epochs": 10}).fit(theta, x)
+    samples, ess = est.sample(np.array([100.0]), 500, return_ess=True)
+    assert ess == 500.0
+    assert abs(samples.mean() - 100.0) < 5.0
+    assert est.prior_ is None
+    np.testing.assert_allclose(est.theta_shift_, theta.mean(0))
+    with pytest.raises(ValueError, match="sample_proposal needs a prior"):
+        est.sample_proposal(np.array([100.0]), 10)
+
+
+def test_sample_proposal_gamma_one_is_the_prior(moons_data, tiny):
+    task, theta, x = moons_data
+    est = FlowPosteriorEstimator(prior=task.prior, gamma=1.0, random_state=0, **tiny)
+    before = est.sample_proposal(x[0], 2000)  # unfitted: the prior
+    assert before.shape == (2000, 2) and np.abs(before).max() <= 1
+    est.fit(theta, x)
+    after = est.sample_proposal(x[0], 4000)
+    # Uniform on [-1, 1]: mean 0, variance 1/3
+    np.testing.assert_allclose(after.mean(0), 0.0, atol=0.06)
+    np.testing.assert_allclose(after.var(0), 1 / 3, atol=0.04)
+
+
+def test_nan_policy_drop_counts_and_raise_refuses(moons_data, tiny):
+    task, theta, x = moons_data
+    x = x.copy()
+    x[[3, 10]] = np.nan
+    x[11, 0] = np.inf
+    est = FlowPosteriorEstimator(prior=task.prior, random_state=0, **tiny)
+    with pytest.warns(UserWarning, match=r"Dropped 3 of 600 simulations .*first at row 3"):
+        est.fit(theta, x)
+    assert est.n_dropped_simulations_ == 3
+    with pytest.raises(ValueError, match=r"x holds NaN or infinity in 3 of 600 .*row 3"):
+        FlowPosteriorEstimator(prior=task.prior, nan_policy="raise", **tiny).fit(theta, x)
+
+
+def test_nan_theta_is_always_an_error(moons_data, tiny):
+    task, theta, x = moons_data
+    theta = theta.copy()
+    theta[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        FlowPosteriorEstimator(prior=task.prior, **tiny).fit(theta, x)
+
+
+def test_theta_outside_the_prior_support_is_an_error(moons_data, tiny):
+    task, theta, x = moons_data
+    theta = theta.copy()
+    theta[5] = [2.0, 0.0]
+    with pytest.raises(ValueError, match=r"1 of 600 theta rows lie outside .*row 5"):
+        FlowPosteriorEstimator(prior=task.prior, **tiny).fit(theta, x)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "match"),
+    [
+        ("lr", -1.0, r"lr=-1.0 \(input should be greater than 0\)"),
+        ("net_type", "flowy", r"net_type='flowy' \(input should be 'nsf'"),
+        ("batch_size", 2.5, r"batch_size=2.5 \(input should be a valid integer"),
+        ("device", "gpu", r"device='gpu' \(expected 'auto', 'cpu', 'cuda' or 'cuda:N'\)"),
+        ("validation_fraction", 1.0, r"validation_fraction=1.0 \(input should be less than 1"),
+    ],
+)
+def test_bad_hyperparameters_name_the_parameter_and_value(moons_data, name, value, match):
+    _, theta, x = moons_data
+    with pytest.raises(ValueError, match=match):
+        FlowPosteriorEstimator(**{name: value}).fit(theta, x)
+
+
+def test_numpy_scalars_and_lists_are_accepted(moons_data, tiny):
+    task, theta, x = moons_data
+    params = {
+        **tiny,
+        "lr": np.float32(1e-3),
+        "batch_size": np.int64(64),
+        "hidden_features": [np.int64(8)],
+    }
+    FlowPosteriorEstimator(prior=task.prior, **params).fit(theta[:100], x[:100])
+
+
+def test_wrong_observation_shapes_are_explained(fitted_moons):
+    with pytest.raises(
+        ValueError, match=r"x has 3 features, but FlowPosteriorEstimator was fitted with 2"
+    ):
+        fitted_moons.sample(np.zeros(3), 10)
+    with pytest.raises(ValueError, match=r"n_samples must be a positive integer, got 0"):
+        fitted_moons.sample(np.zeros(2), 0)
+    with pytest.raises(ValueError, match=r"x has 2 observations but theta has 3 rows"):
+        fitted_moons.log_prob(np.zeros((3, 2)), np.zeros((2, 2)))
+
+
+def test_low_ess_warns_with_the_figure(fitted_moons, moons_data):
+    _, _, x = moons_data
+    est = fitted_moons
+    with pytest.warns(UserWarning, match=r"Low effective sample size: .* for 500 requested"):
+        est.set_params(num_proposals=1).sample(x[0], 500)
+    est.set_params(num_proposals=4)
+
+
+def test_verbose_shows_progress(moons_data, tiny, capsys):
+    task, theta, x = moons_data
+    FlowPosteriorEstimator(prior=task.prior, verbose=1, **tiny).fit(theta[:200], x[:200])
+    assert "epoch" in capsys.readouterr().err
+
+
+def test_warm_start_continues_history(moons_data, tiny):
+    task, theta, x = moons_data
+    est = FlowPosteriorEstimator(prior=task.prior, warm_start=True, random_state=0, **tiny)
+    est.fit(theta, x)
+    first = est.network_
+    est.fit(theta, x)
+    assert est.network_ is first and est.n_iter_ == len(est.history_) > 3
+    cold = FlowPosteriorEstimator(prior=task.prior, random_state=0, **tiny).fit(theta, x)
+    network = cold.network_
+    cold.fit(theta, x)
+    assert cold.network_ is not network
+
+
+def test_every_flow_family_fits_and_samples(moons_data, tiny):
+    task, theta, x = moons_data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for net_type in ["maf", "nice", "realnvp", "naf", "unaf", "ncsf", "sospf", "bpf", "gf"]:
+            est = FlowPosteriorEstimator(
+                prior=task.prior, net_type=net_type, random_state=0, **{**tiny, "max_epochs": 1}
+            ).fit(theta[:200], x[:200])
+            assert est.sample(x[0], 20).shape == (20, 2), net_type
