@@ -1,19 +1,10 @@
-import numpy as np
 import pytest
 import torch
 
-torch.set_num_threads(2)
+from tests._tiny import TINY
 
-# A tiny, fast configuration for unit tests; accuracy lives in benchmarks/.
-TINY = dict(
-    num_transforms=1,
-    hidden_features=(16,),
-    num_bins=4,
-    max_epochs=3,
-    batch_size=64,
-    num_proposals=4,
-    device="cpu",
-)
+# Unit tests use tiny networks, for which one thread is fastest and never oversubscribes.
+torch.set_num_threads(1)
 
 
 @pytest.fixture
@@ -36,7 +27,3 @@ def fitted_moons(moons_data):
 
     task, theta, x = moons_data
     return FlowPosteriorEstimator(prior=task.prior, random_state=0, **TINY).fit(theta, x)
-
-
-def assert_allclose(a, b, **kw):
-    np.testing.assert_allclose(a, b, **kw)

@@ -10,6 +10,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_array
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
+from skfalcon._version import __version__
 from skfalcon.engine import DualFlowPosterior, RunningNorm, importance_sample, train
 from skfalcon.engine.importance import draw_candidates, log_normalizer
 from skfalcon.estimators._params import FlowPosteriorParams, validate_params
@@ -249,9 +250,55 @@ default="nsf"
     def _validated_params(self) -> FlowPosteriorParams:
         return validate_params(self.get_params(deep=False), type(self).__name__)
 
+    def __getstate__(self):
+        # Constructor spec and numpy weights instead of live torch storages, so a model
+        # fitted on a GPU loads on a CPU-only machine.
+        state = dict(super().__getstate__())  # a copy: the base may hand back __dict__ itself
+        state["_skfalcon_version"] = __version__
+        network = state.pop("network_", None)
+        if network is not None:
+            state["_network_weights"] = {
+                k: v.detach().cpu().numpy() for k, v in network.state_dict().items()
+            }
+            state["device_"] = str(state["device_"])
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        saved_version = state.pop("_skfalcon_version", None)
+        if saved_version != __version__:
+            warnings.warn(
+                f"This estimator was saved with skfalcon {saved_version} and is loaded with "
+                f"skfalcon {__version__}; results may differ or loading may fail.",
+                UserWarning,
+                stacklevel=2,
+            )
+        weights = state.pop("_network_weights", None)
+        super().__setstate__(state)
+        if weights is None:
+            return
+        device = torch.device(self.device_)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            warnings.warn(
+                f"This estimator was fitted on {device} but CUDA is not available here; "
+                "it is loaded on the CPU.",
+                UserWarning,
+                stacklevel=2,
+            )
+            device = torch.device("cpu")
+        network = _build_network(self._network_spec)
+        network.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
+        self.network_ = network.to(device).eval()
+        self.device_ = device
+
     # ------------------------------------------------------------------ data conversion
 
     def _check_training_data(self, X, y, params: FlowPosteriorParams, reset: bool):
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None: "
+                "call fit(theta, x) with the simulated observations x."
+            )
         theta = validate_data(self, X, reset=reset, dtype=np.float64, ensure_min_samples=1)
         x = check_array(
             y, ensure_2d=False, dtype=np.float64, ensure_all_finite=False, input_name="y"
@@ -404,22 +451,22 @@ default="nsf"
         seed = int(rng.randint(np.iinfo(np.int32).max))
         with torch_seed_scope(seed, device):
             if continue_training:
-                network = self.network_
+                network, network_spec = self.network_, self._network_spec
             else:
-                network = DualFlowPosterior(
-                    u.shape[1],
-                    RunningNorm(x.shape[1], params.norm_momentum),
-                    x.shape[1],
-                    marginal=prior is not None,
-                    net_type=params.net_type,
-                    num_transforms=params.num_transforms,
-                    hidden_features=params.hidden_features,
-                    num_bins=params.num_bins,
-                    theta_norm=params.theta_norm,
-                    norm_momentum=params.norm_momentum,
-                    adaptive_momentum=params.adaptive_momentum,
-                    use_log_update=params.use_log_update,
-                )
+                network_spec = {
+                    "features": u.shape[1],
+                    "observation_features": x.shape[1],
+                    "marginal": prior is not None,
+                    "net_type": params.net_type,
+                    "num_transforms": params.num_transforms,
+                    "hidden_features": params.hidden_features,
+                    "num_bins": params.num_bins,
+                    "theta_norm": params.theta_norm,
+                    "norm_momentum": params.norm_momentum,
+                    "adaptive_momentum": params.adaptive_momentum,
+                    "use_log_update": params.use_log_update,
+                }
+                network = _build_network(network_spec)
             progress = _Progress(params.max_epochs) if params.verbose else None
             epoch_offset = len(self.history_) if continue_training else 0
             try:
@@ -460,6 +507,7 @@ default="nsf"
         self.n_parameters_ = theta.shape[1] if prior is None else int(prior.inferred_mask.sum())
         self.device_ = device
         self.network_ = network
+        self._network_spec = network_spec
         self.history_ = (self.history_ if continue_training else []) + result.history
         self.n_iter_ = len(self.history_)
         self.best_epoch_ = result.best_epoch
@@ -644,10 +692,11 @@ default="nsf"
         score : float
         """
         check_is_fitted(self, "network_")
+        theta = validate_data(self, X, reset=False, dtype=np.float64)
         x = check_array(y, ensure_2d=False, dtype=np.float64, input_name="y")
         if x.ndim == 1 and self.n_observation_features_ == 1:
             x = x[:, None]
-        return float(np.mean(self.log_prob(X, x)))
+        return float(np.mean(self.log_prob(theta, x)))
 
     def sample_proposal(self, x, n_samples, *, random_state=None):
         r"""Draw parameters for new simulations from the widened posterior.
@@ -697,6 +746,14 @@ default="nsf"
                 u = u[0].to("cpu", torch.float64)
                 theta[:, prior.free_mask] = prior.from_cube(u).numpy()
         return theta
+
+
+def _build_network(spec: dict) -> DualFlowPosterior:
+    """The untrained network described by ``spec`` (recorded at fit, used to unpickle)."""
+    spec = dict(spec)
+    observation_features = spec.pop("observation_features")
+    embedding = RunningNorm(observation_features, spec["norm_momentum"])
+    return DualFlowPosterior(spec.pop("features"), embedding, observation_features, **spec)
 
 
 class _Progress:

@@ -1,0 +1,11 @@
+"""A tiny, fast estimator configuration for unit tests; accuracy lives in benchmarks/."""
+
+TINY = dict(
+    num_transforms=1,
+    hidden_features=(16,),
+    num_bins=4,
+    max_epochs=3,
+    batch_size=64,
+    num_proposals=4,
+    device="cpu",
+)
