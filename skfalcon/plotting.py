@@ -90,8 +90,9 @@ def plot_corner(
     r"""Corner plot: 1-D histograms on the diagonal, 2-D credible regions below it.
 
     Each panel below the diagonal shows the regions of highest sample density holding
-    the probability masses in ``levels`` (filled, darker inside), from a 2-D histogram
-    smoothed by a Gaussian filter. The true parameters are marked by lines and a star.
+    the probability masses in ``levels``, from a 2-D histogram smoothed by a Gaussian
+    filter: filled (darker inside) for the first sample set, outlined for the others. The
+    true parameters are marked by dashed lines and a star.
 
     Parameters
     ----------
@@ -179,22 +180,22 @@ def plot_corner(
                     counts = ndimage.gaussian_filter(counts, smooth)
                 thresholds = _credible_thresholds(counts, masses)
                 if counts.max() > thresholds[-1]:
-                    # nested regions, the inner (smaller-mass) one darker
-                    alphas = np.linspace(0.2, 0.55, len(thresholds))
-                    ax.contourf(
-                        centers[j],
-                        centers[i],
-                        counts.T,
-                        levels=np.append(thresholds, counts.max()),
-                        colors=[to_rgba(color, alpha) for alpha in alphas],
-                    )
+                    if k == 0:  # the first set filled, the inner region darker
+                        alphas = np.linspace(0.2, 0.5, len(thresholds))
+                        ax.contourf(
+                            centers[j],
+                            centers[i],
+                            counts.T,
+                            levels=np.append(thresholds, counts.max()),
+                            colors=[to_rgba(color, alpha) for alpha in alphas],
+                        )
                     ax.contour(
                         centers[j],
                         centers[i],
                         counts.T,
                         levels=thresholds,
                         colors=[color],
-                        linewidths=1.0,
+                        linewidths=1.0 if k == 0 else 1.5,
                     )
                 else:  # too few distinct samples for a density: show them
                     ax.plot(array[:, j], array[:, i], ".", color=color, ms=2, alpha=0.5)
@@ -205,7 +206,7 @@ def plot_corner(
         for j in range(d):
             ax = axes[i, j]
             if j > i:
-                ax.set_visible(False)
+                ax.set_axis_off()
                 continue
             ax.set_xlim(ranges[j])
             if i != j:
@@ -229,10 +230,9 @@ def plot_corner(
         axes[0, 0].plot([], [], "*--", color=truth_color, lw=1.0, label="truth")
     if None not in arrays or truth is not None:
         handles, handle_labels = axes[0, 0].get_legend_handles_labels()
-        if d > 1:
-            fig.legend(handles, handle_labels, loc="upper right", frameon=False)
-        else:
-            axes[0, 0].legend(frameon=False)
+        # in the empty top-right panel, or on the only panel
+        legend_ax = axes[0, d - 1] if d > 1 else axes[0, 0]
+        legend_ax.legend(handles, handle_labels, loc="upper right", frameon=False)
     return fig
 
 
@@ -498,7 +498,7 @@ def plot_ess(ess, *, n_samples: int | None = None, ax=None):
     'log'
     """
     plt = _pyplot()
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, StrMethodFormatter
 
     ess = check_array(np.atleast_1d(ess), ensure_2d=False, dtype=np.float64, input_name="ess")
     if ess.ndim != 1 or np.any(ess <= 0):
@@ -515,10 +515,13 @@ def plot_ess(ess, *, n_samples: int | None = None, ax=None):
     if n_samples is not None:
         ax.axhline(n_samples, color="0.3", ls="--", lw=1.0, label=f"n_samples = {n_samples}")
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
+    floor = ess.min() if n_samples is None else min(ess.min(), n_samples)
+    ax.set_ylim(bottom=floor / 2)
     ax.set_xlabel("observation")
     ax.set_ylabel("effective sample size")
-    if len(ess) <= 30:
-        ax.set_xticks(index)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return ax

@@ -219,3 +219,17 @@ def test_every_flow_family_fits_and_samples(moons_data, tiny):
                 prior=task.prior, net_type=net_type, random_state=0, **{**tiny, "max_epochs": 1}
             ).fit(theta[:200], x[:200])
             assert est.sample(x[0], 20).shape == (20, 2), net_type
+
+
+def test_partial_fit_initialises_then_continues(moons_data, tiny):
+    task, theta, x = moons_data
+    est = FlowPosteriorEstimator(prior=task.prior, random_state=0, **tiny)
+    est.partial_fit(theta[:300], x[:300])
+    network, epochs = est.network_, est.n_iter_
+    est.partial_fit(theta[300:], x[300:])
+    assert est.network_ is network and est.n_iter_ > epochs
+    assert [r["epoch"] for r in est.history_] == list(range(est.n_iter_))
+    with pytest.raises(ValueError, match="x has 3 features, but FlowPosteriorEstimator was fitted with 2"):
+        est.partial_fit(theta[:10], np.zeros((10, 3)))
+    with pytest.raises(ValueError, match="X has 3 features"):
+        est.partial_fit(np.zeros((10, 3)), x[:10])

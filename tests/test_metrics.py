@@ -4,7 +4,6 @@ from functools import partial
 
 import numpy as np
 import pytest
-import torch
 from scipy import stats
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils import check_random_state
@@ -135,14 +134,6 @@ MISCALIBRATED = {
     "underconfident": {"std_scale": 2.0},
     "biased": {"shift": 0.3},  # 1.3 posterior standard deviations
 }
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,14 @@ from skfalcon.engine.importance import (
 )
 from skfalcon.engine.normalization import RunningNorm
 from skfalcon.engine.posterior import DualFlowPosterior
-from skfalcon.engine.training import TrainingResult, train
+from skfalcon.engine.training import TrainingDivergedError, TrainingResult, train
 
 __all__ = [
     "FLOW_FAMILIES",
     "DualFlowPosterior",
     "NormalizedFlow",
     "RunningNorm",
+    "TrainingDivergedError",
     "TrainingResult",
     "build_flow",
     "draw_candidates",

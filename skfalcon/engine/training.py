@@ -4,7 +4,9 @@ Minimises :meth:`DualFlowPosterior.losses` summed over minibatches drawn without
 replacement each epoch. After every epoch the mean validation loss drives
 ``ReduceLROnPlateau`` and early stopping; the weights (and normalisation buffers) of the
 best validation epoch are kept and, with ``use_best_models``, restored at the end. The
-loop syncs with the host once per epoch, not per step.
+loop syncs with the host once per epoch, not per step. A step whose loss or gradient is
+not finite contributes no gradient (zeroed on the device and counted); an epoch in which every
+step was non-finite raises :class:`TrainingDivergedError`.
 """
 
 import copy
@@ -17,10 +19,14 @@ from torch import Tensor
 
 from skfalcon.engine.posterior import DualFlowPosterior
 
-__all__ = ["TrainingResult", "train"]
+__all__ = ["TrainingDivergedError", "TrainingResult", "train"]
 
 # Validation batches are evaluated without gradients, so they can be larger.
 _EVAL_BATCH = 8192
+
+
+class TrainingDivergedError(RuntimeError):
+    """Every step of an epoch gave a non-finite loss."""
 
 
 @dataclass
@@ -31,6 +37,7 @@ class TrainingResult:
     best_epoch: int = 0
     stopped_early: bool = False
     interrupted: bool = False
+    n_skipped_steps: int = 0
 
 
 def _mean_losses(model: DualFlowPosterior, u: Tensor, x: Tensor, device) -> Tensor:
@@ -73,7 +80,8 @@ def train(
     A ``KeyboardInterrupt`` ends training after restoring the best weights.
     """
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=lr, betas=betas, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=lr_decay_factor, patience=lr_patience
     )
@@ -99,6 +107,8 @@ def train(
                 u_epoch, x_epoch = u_train[rows].to(device), x_train[rows].to(device)
             order = torch.randperm(u_epoch.shape[0], device=u_epoch.device)
             train_sum = torch.zeros(2, device=device)
+            skipped = torch.zeros((), dtype=torch.long, device=device)
+            n_steps = 0
             for start in range(0, order.shape[0], batch_size):
                 rows = order[start : start + batch_size]
                 ub = u_epoch[rows].to(device, non_blocking=True)
@@ -106,9 +116,26 @@ def train(
                 losses = model.losses(ub, xb)
                 optimizer.zero_grad(set_to_none=True)
                 losses.sum().backward()
+                grads = [p.grad for p in parameters if p.grad is not None]
+                finite = torch.isfinite(losses).all() & torch.isfinite(
+                    torch.stack([g.norm() for g in grads]).sum()
+                )
+                # Zero the gradients of a non-finite step on the device: no host sync per step.
+                for g in grads:
+                    g.copy_(torch.where(finite, g, torch.zeros_like(g)))
                 optimizer.step()
+                losses = torch.where(finite, losses.detach(), torch.zeros_like(losses))
                 train_sum += losses.detach() * rows.shape[0]
-            train_losses = (train_sum / order.shape[0]).tolist()
+                skipped += ~finite
+                n_steps += 1
+            n_skipped = int(skipped)
+            result.n_skipped_steps += n_skipped
+            if n_skipped == n_steps:
+                raise TrainingDivergedError(
+                    f"every one of the {n_steps} training steps of epoch "
+                    f"{epoch_offset + epoch} gave a non-finite loss"
+                )
+            train_losses = (train_sum / max(order.shape[0], 1)).tolist()
 
             model.eval()
             if has_val:
@@ -136,6 +163,7 @@ def train(
                 "val_loss_marginal": val_losses[1],
                 "best_val_loss": best_loss,
                 "lr": optimizer.param_groups[0]["lr"],
+                "skipped_steps": n_skipped,
                 "seconds": time.perf_counter() - start_time,
             }
             result.history.append(record)

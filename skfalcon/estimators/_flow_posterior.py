@@ -1,5 +1,6 @@
 """FlowPosteriorEstimator: the scikit-learn façade of the dual-flow posterior."""
 
+import copy
 import logging
 import time
 import warnings
@@ -7,11 +8,18 @@ import warnings
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
 from skfalcon._version import __version__
-from skfalcon.engine import DualFlowPosterior, RunningNorm, importance_sample, train
+from skfalcon.engine import (
+    DualFlowPosterior,
+    RunningNorm,
+    TrainingDivergedError,
+    importance_sample,
+    train,
+)
 from skfalcon.engine.importance import draw_candidates, log_normalizer
 from skfalcon.estimators._params import FlowPosteriorParams, validate_params
 from skfalcon.priors import make_prior
@@ -147,6 +155,8 @@ default="nsf"
         Epoch whose weights are in use when ``use_best_models``.
     n_dropped_simulations_ : int
         Simulations dropped by ``nan_policy="drop"`` in the last fit.
+    n_skipped_steps_ : int
+        Training steps skipped in the last fit because their loss was not finite.
 
     See Also
     --------
@@ -403,6 +413,29 @@ default="nsf"
         warm = params.warm_start and hasattr(self, "network_")
         return self._fit(X, y, params, continue_training=warm)
 
+    def partial_fit(self, X, y):
+        """Continue training from the current networks on new simulations.
+
+        The first call initialises the estimator as ``fit`` does; later calls keep the
+        networks, the prior and the parameter mapping and train on ``(X, y)`` for up to
+        ``max_epochs`` with early stopping on a fresh validation split of these rows. Unlike
+        ``MLPRegressor.partial_fit`` (one pass), a call trains to convergence, as a
+        simulation round needs. ``history_`` grows across calls.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_simulations, n_parameters)
+            Parameters ``theta``.
+        y : array-like of shape (n_simulations, n_features) or (n_simulations,)
+            Simulated observations ``x``.
+
+        Returns
+        -------
+        self : FlowPosteriorEstimator
+        """
+        params = self._validated_params()
+        return self._fit(X, y, params, continue_training=hasattr(self, "network_"))
+
     def _fit(self, X, y, params: FlowPosteriorParams, continue_training: bool):
         device = resolve_device(params.device)
         theta, x, n_dropped = self._check_training_data(X, y, params, reset=not continue_training)
@@ -451,7 +484,8 @@ default="nsf"
         seed = int(rng.randint(np.iinfo(np.int32).max))
         with torch_seed_scope(seed, device):
             if continue_training:
-                network, network_spec = self.network_, self._network_spec
+                # Train a copy: a failed or interrupted round leaves the fitted model intact.
+                network, network_spec = copy.deepcopy(self.network_), self._network_spec
             else:
                 network_spec = {
                     "features": u.shape[1],
@@ -491,12 +525,31 @@ default="nsf"
                     on_epoch_end=progress,
                     epoch_offset=epoch_offset,
                 )
+            except TrainingDivergedError as exc:
+                raise RuntimeError(
+                    f"Training diverged: {exc} (lr={params.lr}). Lower lr, raise batch_size, "
+                    "or check x and theta for extreme values; the estimator was left as it was "
+                    "before this call."
+                ) from None
             finally:
                 if progress is not None:
                     progress.close()
         if result.interrupted:
             warnings.warn(
                 "Training was interrupted; the estimator keeps the best weights so far.",
+                UserWarning,
+                stacklevel=3,
+            )
+        elif not result.stopped_early:
+            warnings.warn(
+                f"Training reached max_epochs={params.max_epochs} before the validation loss "
+                "stopped improving; raise max_epochs or lr for a converged fit.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        if result.n_skipped_steps:
+            warnings.warn(
+                f"Skipped {result.n_skipped_steps} training step(s) with a non-finite loss.",
                 UserWarning,
                 stacklevel=3,
             )
@@ -512,6 +565,7 @@ default="nsf"
         self.n_iter_ = len(self.history_)
         self.best_epoch_ = result.best_epoch
         self.n_dropped_simulations_ = n_dropped
+        self.n_skipped_steps_ = result.n_skipped_steps
         self._log_z_seed = seed
         self._log_z_cache = {}
         return self
