@@ -18,6 +18,12 @@ def main() -> None:
     parser.add_argument("--n-simulations", type=int, default=10_000)
     parser.add_argument("--n-samples", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--plot",
+        metavar="PATH",
+        help="write a corner plot of the posterior, the exact reference and the truth to PATH "
+        "(needs matplotlib: pip install 'skfalcon[plots]')",
+    )
     args = parser.parse_args()
 
     task = TwoMoons()
@@ -55,6 +61,17 @@ def main() -> None:
     print("log p(theta | x_obs) of the first samples:", np.round(lp, 3))
     score = c2st(samples, reference, random_state=args.seed)
     print(f"C2ST against the exact posterior: {score:.3f} (0.5 is perfect)")
+
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from skfalcon.plotting import plot_corner
+
+        fig = plot_corner({"skfalcon": samples, "exact": reference}, truth=theta_true)
+        fig.suptitle(f"Two moons: posterior of x_obs = {np.round(x_obs, 3).tolist()}")
+        fig.savefig(args.plot, dpi=120)
+        print(f"Corner plot written to {args.plot}")
 
 
 if __name__ == "__main__":

@@ -6,3 +6,5 @@ bash scripts/install.sh tests
 PYTHON="${PYTHON:-python3}"
 "$PYTHON" -m ruff check skfalcon tests benchmarks examples
 "$PYTHON" -m pytest -q "$@"
+# The documentation builds with warnings as errors.
+bash scripts/docs.sh

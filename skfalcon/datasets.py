@@ -100,7 +100,32 @@ def _check_theta_x(theta, x, n_parameters: int, n_features: int) -> tuple[np.nda
     return theta, x
 
 
-class TwoMoons:
+class _SimulationTask:
+    """What the built-in tasks share: ground-truth observations drawn from the prior."""
+
+    def observations(
+        self, n_observations: int = 3, random_state=0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Ground-truth parameters and their simulated observations.
+
+        Parameters
+        ----------
+        n_observations : int, default=3
+        random_state : int, RandomState instance or None, default=0
+            The default makes the observations the same on every call.
+
+        Returns
+        -------
+        theta_true : ndarray of shape (n_observations, n_parameters)
+        x_obs : ndarray of shape (n_observations, n_features)
+        """
+        n_observations = _check_n(n_observations, "n_observations")
+        rng = check_random_state(random_state)
+        theta_true = self.sample_prior(n_observations, random_state=rng)
+        return theta_true, self.simulate(theta_true, random_state=rng)
+
+
+class TwoMoons(_SimulationTask):
     r"""The two-moons benchmark of simulation-based inference.
 
     The parameter :math:`\theta \in [-1, 1]^2` has a flat prior; the
@@ -290,29 +315,8 @@ class TwoMoons:
             n_drawn += n_batch
         return np.concatenate(accepted)[:n_samples]
 
-    def observations(
-        self, n_observations: int = 3, random_state=0
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Ground-truth parameters and their simulated observations.
 
-        Parameters
-        ----------
-        n_observations : int, default=3
-        random_state : int, RandomState instance or None, default=0
-            The default makes the observations the same on every call.
-
-        Returns
-        -------
-        theta_true : ndarray of shape (n_observations, 2)
-        x_obs : ndarray of shape (n_observations, 2)
-        """
-        n_observations = _check_n(n_observations, "n_observations")
-        rng = check_random_state(random_state)
-        theta_true = self.sample_prior(n_observations, random_state=rng)
-        return theta_true, self.simulate(theta_true, random_state=rng)
-
-
-class GaussianLinear:
+class GaussianLinear(_SimulationTask):
     r"""Gaussian prior and Gaussian noise in ``n_dims`` dimensions.
 
     :math:`\theta \sim \mathcal{N}(0, \sigma_0^2 I_d)` and
@@ -496,27 +500,6 @@ class GaussianLinear:
         return stats.norm(loc=mean, scale=np.sqrt(np.diag(cov))).rvs(
             size=(n_samples, self.n_dims), random_state=rng
         )
-
-    def observations(
-        self, n_observations: int = 3, random_state=0
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Ground-truth parameters and their simulated observations.
-
-        Parameters
-        ----------
-        n_observations : int, default=3
-        random_state : int, RandomState instance or None, default=0
-            The default makes the observations the same on every call.
-
-        Returns
-        -------
-        theta_true : ndarray of shape (n_observations, n_dims)
-        x_obs : ndarray of shape (n_observations, n_dims)
-        """
-        n_observations = _check_n(n_observations, "n_observations")
-        rng = check_random_state(random_state)
-        theta_true = self.sample_prior(n_observations, random_state=rng)
-        return theta_true, self.simulate(theta_true, random_state=rng)
 
 
 def make_two_moons(n_samples: int = 1000, *, random_state=None) -> tuple[np.ndarray, np.ndarray]:

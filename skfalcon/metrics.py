@@ -55,11 +55,11 @@ from sklearn.utils import Bunch, check_array, check_random_state, check_scalar
 
 __all__ = [
     "c2st",
+    "sbc_ranks",
+    "sbc_uniformity_pvalues",
     "expected_coverage_hpd",
     "expected_coverage_tarp",
     "posterior_predictive_check",
-    "sbc_ranks",
-    "sbc_uniformity_pvalues",
 ]
 
 
@@ -246,7 +246,9 @@ def sbc_ranks(
     For each test pair :math:`(\theta^*_i, x_i)`, draws :math:`L` samples from the
     estimated posterior of :math:`x_i` and counts, per parameter, the samples below the
     true value: :math:`r_{ij} = \#\{l : \theta_{ilj} < \theta^*_{ij}\}`. For a calibrated
-    posterior each column of ranks is uniform on :math:`\{0, \dots, L\}`.
+    posterior each column of ranks is uniform on :math:`\{0, \dots, L\}`. Ties are broken
+    at random: the true value takes a uniformly drawn place among the samples equal to it
+    (all of them for a ``("fixed", v)`` parameter), which keeps such columns uniform too.
 
     Parameters
     ----------
@@ -301,7 +303,9 @@ def sbc_ranks(
     ranks = np.empty(theta.shape, dtype=np.int64)
     batches = _posterior_batches(estimator, x, n_posterior_samples, theta.shape[1], batch_size, rng)
     for rows, samples in batches:
-        ranks[rows] = (samples < theta[rows, None, :]).sum(axis=1)
+        below = (samples < theta[rows, None, :]).sum(axis=1)
+        tied = (samples == theta[rows, None, :]).sum(axis=1)
+        ranks[rows] = below + rng.randint(0, tied + 1)
     return ranks
 
 
@@ -320,9 +324,9 @@ def sbc_uniformity_pvalues(ranks, n_posterior_samples: int, *, n_bins: int | Non
     n_posterior_samples : int
         The :math:`L` the ranks were computed with.
     n_bins : int, default=None
-        Number of bins, between 2 and :math:`L + 1`. ``None`` uses about one bin per 20
-        simulations (at least 2, at most 20 and :math:`L + 1`), so each bin expects
-        about 20 counts or more.
+        Number of bins, between 2 and :math:`L + 1`. ``None`` uses one bin per 10
+        simulations (at least 2, at most 20 and :math:`L + 1`), so each bin expects about
+        10 counts or more.
 
     Returns
     -------
@@ -353,22 +357,29 @@ def sbc_uniformity_pvalues(ranks, n_posterior_samples: int, *, n_bins: int | Non
             f"{np.shape(ranks)}."
         )
     ranks = check_array(ranks, dtype=np.float64, input_name="ranks")
-    n_values = n_posterior_samples + 1
     if np.any(ranks != np.round(ranks)) or np.any((ranks < 0) | (ranks > n_posterior_samples)):
         raise ValueError(
             f"ranks must be integers in [0, n_posterior_samples={n_posterior_samples}]; got "
             f"values in [{ranks.min()}, {ranks.max()}]."
         )
-    if n_bins is None:
-        n_bins = int(np.clip(len(ranks) // 20, 2, min(20, n_values)))
-    check_scalar(n_bins, "n_bins", numbers.Integral, min_val=2, max_val=n_values)
+    counts, width = _rank_histograms(ranks.astype(np.int64), n_posterior_samples, n_bins)
+    expected = len(ranks) * width / (n_posterior_samples + 1)
+    return stats.chisquare(counts, np.broadcast_to(expected[:, None], counts.shape), axis=0).pvalue
 
+
+def _rank_histograms(ranks: np.ndarray, n_posterior_samples: int, n_bins: int | None):
+    """Counts of integer ranks ``(n, d)`` in bins of consecutive rank values, shape
+    ``(n_bins, d)``, and the number of rank values in each bin, shape ``(n_bins,)``."""
+    n_values = n_posterior_samples + 1
+    if n_bins is None:
+        n_bins = int(np.clip(len(ranks) // 10, 2, min(20, n_values)))
+    check_scalar(n_bins, "n_bins", numbers.Integral, min_val=2, max_val=n_values)
     bin_of_value = np.arange(n_values) * n_bins // n_values
     width = np.bincount(bin_of_value, minlength=n_bins)
-    bins = bin_of_value[ranks.astype(np.int64)]
-    counts = np.stack([np.bincount(column, minlength=n_bins) for column in bins.T], axis=1)
-    expected = np.broadcast_to(len(ranks) * width[:, None] / n_values, counts.shape)
-    return stats.chisquare(counts, expected, axis=0).pvalue
+    counts = np.stack(
+        [np.bincount(column, minlength=n_bins) for column in bin_of_value[ranks].T], axis=1
+    )
+    return counts, width
 
 
 def expected_coverage_hpd(
@@ -496,8 +507,7 @@ def expected_coverage_tarp(
         Posterior samples of each test observation, e.g. ``est.sample(x_test, 200)``.
     theta : array-like of shape (n_simulations, n_parameters)
         True parameters, drawn from the prior.
-    references : array-like of shape (n_simulations, n_parameters) or (n_parameters,), \
-default=None
+    references : array-like of shape (n_simulations, n_parameters) or (n_parameters,), default=None
         Reference points, one per test pair or one for all, in the units of ``theta``.
         ``None`` draws each uniformly from the bounding box of ``theta``.
     levels : array-like of shape (n_levels,), default=None

@@ -23,14 +23,14 @@ import numpy as np
 from scipy import ndimage, stats
 from sklearn.utils import check_array
 
-from skfalcon.metrics import sbc_uniformity_pvalues
+from skfalcon.metrics import _rank_histograms, sbc_uniformity_pvalues
 
 __all__ = [
     "plot_corner",
+    "plot_training_curves",
+    "plot_sbc_ranks",
     "plot_coverage",
     "plot_ess",
-    "plot_sbc_ranks",
-    "plot_training_curves",
 ]
 
 
@@ -365,14 +365,10 @@ def plot_sbc_ranks(
     n, d = ranks.shape
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1); got {confidence!r}.")
-    n_values = int(n_posterior_samples) + 1
-    if n_bins is None:
-        n_bins = int(np.clip(n // 20, 2, min(20, n_values)))
-    bin_of_value = np.arange(n_values) * n_bins // n_values
-    width = np.bincount(bin_of_value, minlength=n_bins)
-    # bin b holds the ranks [left[b], left[b] + width[b])
+    counts, width = _rank_histograms(ranks.astype(np.int64), int(n_posterior_samples), n_bins)
+    # bin b holds the ranks left[b], ..., left[b] + width[b] - 1
     left = np.concatenate([[0], np.cumsum(width)[:-1]])
-    low, high = stats.binom.interval(confidence, n, width / n_values)
+    low, high = stats.binom.interval(confidence, n, width / (n_posterior_samples + 1))
     names = _parameter_labels(labels, d)
 
     if fig is None:
@@ -381,12 +377,19 @@ def plot_sbc_ranks(
         fig.clear()
     axes = np.atleast_1d(fig.subplots(1, d, sharey=True))
     for j, ax in enumerate(axes):
-        counts = np.bincount(bin_of_value[ranks[:, j].astype(np.int64)], minlength=n_bins)
-        for b in range(n_bins):
+        for b in range(len(width)):
             ax.fill_between(
                 [left[b] - 0.5, left[b] + width[b] - 0.5], low[b], high[b], color="0.85", lw=0
             )
-        ax.bar(left - 0.5, counts, width=width, align="edge", color="C0", edgecolor="white", lw=0.5)
+        ax.bar(
+            left - 0.5,
+            counts[:, j],
+            width=width,
+            align="edge",
+            color="C0",
+            edgecolor="white",
+            lw=0.5,
+        )
         ax.set_xlim(-0.5, n_posterior_samples + 0.5)
         ax.set_xlabel(f"rank of {names[j]}")
         ax.set_title(f"{names[j]}: p = {pvalues[j]:.2g}", fontsize="medium")
@@ -405,7 +408,7 @@ def plot_coverage(
     confidence: float = 0.95,
     ax=None,
 ):
-    """Expected coverage against credibility level, with the diagonal of calibration.
+    r"""Expected coverage against credibility level, with the diagonal of calibration.
 
     Call it again on the same ``ax`` to compare several curves (HPD and TARP, or two
     estimators).
@@ -419,7 +422,8 @@ def plot_coverage(
         The empirical coverage at each level.
     n_simulations : int, default=None
         Number of test pairs behind the curve; when given, a grey band shows where a
-        calibrated curve stays with probability ``confidence`` at each level (binomial).
+        calibrated curve stays with probability ``confidence`` at each level (normal
+        approximation of the binomial spread :math:`\sqrt{c (1 - c) / n}`).
     label : str, default=None
         Legend entry of the curve.
     confidence : float, default=0.95
@@ -454,8 +458,11 @@ def plot_coverage(
         _, ax = plt.subplots(figsize=(4.2, 4.0), layout="constrained")
     if n_simulations is not None:
         grid = np.linspace(0.0, 1.0, 201)
-        low, high = stats.binom.interval(confidence, int(n_simulations), grid)
-        ax.fill_between(grid, low / n_simulations, high / n_simulations, color="0.9", lw=0)
+        half_width = stats.norm.ppf(0.5 + confidence / 2) * np.sqrt(
+            grid * (1 - grid) / n_simulations
+        )
+        low, high = np.clip(grid - half_width, 0, 1), np.clip(grid + half_width, 0, 1)
+        ax.fill_between(grid, low, high, color="0.9", lw=0)
     ax.plot([0, 1], [0, 1], ls="--", color="0.4", lw=1.0)
     ax.plot(levels, coverage, "-o", ms=3, label=label)
     ax.set_xlim(0, 1)

@@ -351,3 +351,14 @@ def test_train_early_stops_and_decays_learning_rate():
     )
     assert result.stopped_early and len(result.history) < 200
     assert result.history[-1]["lr"] < 1e-2
+
+
+def test_pool_grows_until_the_effective_sample_size_is_reached():
+    posterior = _AnalyticPosterior()
+    kwargs = dict(
+        num_proposals=1, beta=0.5, bound=2.0, out_of_bounds_penalty=100.0, nan_replacement=-100.0
+    )
+    summary = torch.tensor([[1.5]])
+    _, ess_single = importance_sample(posterior, summary, 2000, **kwargs)
+    _, ess_grown = importance_sample(posterior, summary, 2000, min_ess=2000, max_rounds=8, **kwargs)
+    assert float(ess_single[0]) < 2000 <= float(ess_grown[0])

@@ -229,7 +229,9 @@ def test_partial_fit_initialises_then_continues(moons_data, tiny):
     est.partial_fit(theta[300:], x[300:])
     assert est.network_ is network and est.n_iter_ > epochs
     assert [r["epoch"] for r in est.history_] == list(range(est.n_iter_))
-    with pytest.raises(ValueError, match="x has 3 features, but FlowPosteriorEstimator was fitted with 2"):
+    with pytest.raises(
+        ValueError, match="x has 3 features, but FlowPosteriorEstimator was fitted with 2"
+    ):
         est.partial_fit(theta[:10], np.zeros((10, 3)))
     with pytest.raises(ValueError, match="X has 3 features"):
         est.partial_fit(np.zeros((10, 3)), x[:10])

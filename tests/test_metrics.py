@@ -173,10 +173,30 @@ def test_sbc_flags_a_miscalibrated_posterior(test_pairs, wrong):
 
 def test_sbc_rank_shapes_tell_overconfidence_from_underconfidence(test_pairs):
     theta, x = test_pairs
-    narrow = sbc_ranks(AnalyticGaussianPosterior(GAUSSIAN, std_scale=0.5), theta, x)
-    wide = sbc_ranks(AnalyticGaussianPosterior(GAUSSIAN, std_scale=2.0), theta, x)
-    in_tails = lambda ranks: np.mean((ranks < 10) | (ranks > 90))  # noqa: E731
-    assert in_tails(narrow) > 0.4 > 0.2 > 0.02 > in_tails(wide)
+    narrow = sbc_ranks(AnalyticGaussianPosterior(GAUSSIAN, std_scale=0.5), theta, x, random_state=0)
+    wide = sbc_ranks(AnalyticGaussianPosterior(GAUSSIAN, std_scale=2.0), theta, x, random_state=0)
+
+    def in_tails(ranks):  # 20 of the 101 rank values: about 0.2 when calibrated
+        return np.mean((ranks < 10) | (ranks > 90))
+
+    assert in_tails(narrow) > 0.4  # U-shaped
+    assert in_tails(wide) < 0.02  # hump-shaped
+
+
+def test_sbc_ranks_break_ties_at_random():
+    class FixedSecondColumn:
+        def sample(self, x, n_samples, random_state=None):
+            rng = check_random_state(random_state)
+            return np.stack(
+                [rng.normal(size=(len(x), n_samples)), np.ones((len(x), n_samples))], -1
+            )
+
+    rng = np.random.default_rng(0)
+    theta = np.column_stack([rng.normal(size=400), np.ones(400)])
+    ranks = sbc_ranks(
+        FixedSecondColumn(), theta, np.zeros((400, 1)), n_posterior_samples=50, random_state=0
+    )
+    assert sbc_uniformity_pvalues(ranks, 50).min() > 0.01
 
 
 def test_sbc_ranks_batching_and_seed(test_pairs):

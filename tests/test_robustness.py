@@ -51,7 +51,9 @@ def test_non_finite_steps_are_skipped_and_counted(monkeypatch, moons_data, tiny)
     assert all(np.isfinite(p.detach().numpy()).all() for p in est.network_.parameters())
 
 
-def test_divergence_raises_and_leaves_the_fitted_model_intact(monkeypatch, fitted_moons, moons_data):
+def test_divergence_raises_and_leaves_the_fitted_model_intact(
+    monkeypatch, fitted_moons, moons_data
+):
     _, theta, x = moons_data
     before = {k: v.clone() for k, v in fitted_moons.network_.state_dict().items()}
     history = list(fitted_moons.history_)

@@ -116,19 +116,33 @@ def importance_sample(
     out_of_bounds_penalty: float,
     nan_replacement: float,
     exponent: float = 1.0,
+    min_ess: float = 0.0,
+    max_rounds: int = 1,
 ) -> tuple[Tensor, Tensor]:
-    r"""Resample ``n_samples`` per observation from a pool of ``n_samples * num_proposals``.
+    r"""Resample ``n_samples`` per observation from pools of ``n_samples * num_proposals``.
 
-    Returns samples of shape ``(m, n_samples, d)`` and the pool's effective sample size,
-    shape ``(m,)``. Uses torch's global random state (seed it from outside).
+    The pool grows by another such draw while the effective sample size of some
+    observation is below ``min_ess``, for at most ``max_rounds`` draws in all (one host
+    sync per draw). Returns samples of shape ``(m, n_samples, d)`` and the final pool's
+    effective sample size, shape ``(m,)``. Uses torch's global random state (seed it from
+    outside).
     """
-    pool = draw_candidates(posterior, summary, n_samples * num_proposals, beta=beta, bound=bound)
-    log_w = exponent * pool.log_ratio - pool.log_proposal
-    log_w = torch.where(pool.in_cube, log_w, log_w - out_of_bounds_penalty)
-    log_w = torch.where(torch.isnan(log_w) | (log_w == -math.inf), nan_replacement, log_w)
-    ess = effective_sample_size(log_w, dim=0)
+    candidates, log_weights = [], []
+    for _ in range(max_rounds):
+        pool = draw_candidates(
+            posterior, summary, n_samples * num_proposals, beta=beta, bound=bound
+        )
+        log_w = exponent * pool.log_ratio - pool.log_proposal
+        log_w = torch.where(pool.in_cube, log_w, log_w - out_of_bounds_penalty)
+        log_w = torch.where(torch.isnan(log_w) | (log_w == -math.inf), nan_replacement, log_w)
+        candidates.append(pool.u)
+        log_weights.append(log_w)
+        ess = effective_sample_size(torch.cat(log_weights), dim=0)
+        if bool((ess >= min_ess).all()):
+            break
+    u, log_w = torch.cat(candidates), torch.cat(log_weights)
     probs = torch.softmax(log_w.T, dim=-1)  # (m, N)
     index = torch.multinomial(probs, n_samples, replacement=True)  # (m, n)
-    u = pool.u.transpose(0, 1)  # (m, N, d)
+    u = u.transpose(0, 1)  # (m, N, d)
     samples = torch.gather(u, 1, index.unsqueeze(-1).expand(-1, -1, u.shape[-1]))
     return samples, ess

@@ -30,9 +30,13 @@ __all__ = ["FlowPosteriorEstimator"]
 logger = logging.getLogger("skfalcon")
 
 # Candidates evaluated per chunk of sampling work; bounds memory, not accuracy.
-_CANDIDATE_BUDGET = 2**19
-# Candidates per observation for the normalizing constant Z(x) of log_prob.
-_LOG_Z_CANDIDATES = 8192
+_CANDIDATE_BUDGET = 2**16
+# Up to this many pools of num_proposals candidates per sample are drawn while the
+# effective sample size is below the number of samples requested.
+_MAX_POOL_ROUNDS = 8
+# Candidates per observation for the normalizing constant Z(x) of log_prob: with a pool
+# efficiency near 1/2 the standard error of log Z is about 0.03, and score() stays cheap.
+_LOG_Z_CANDIDATES = 2048
 
 
 def _check_positive_int(value, name: str) -> int:
@@ -65,14 +69,14 @@ class FlowPosteriorEstimator(BaseEstimator):
         Indices of nuisance parameters that are simulated but not inferred.
     hypercube_bound : float, default=2.0
         Half-width :math:`b` of the cube the prior is mapped to.
-    net_type : {"nsf", "maf", "nice", "realnvp", "naf", "unaf", "ncsf", "sospf", "bpf", "gf"}, \
-default="nsf"
-        zuko flow family of both flows.
-    num_transforms : int, default=3
+    net_type : str, default="nsf"
+        zuko flow family of both flows: ``"nsf"``, ``"maf"``, ``"nice"``, ``"realnvp"``,
+        ``"naf"``, ``"unaf"``, ``"ncsf"``, ``"sospf"``, ``"bpf"`` or ``"gf"``.
+    num_transforms : int, default=5
         Number of flow transforms.
-    hidden_features : tuple of int, default=(64, 64)
+    hidden_features : tuple of int, default=(128, 128)
         Hidden layer widths of each transform's network.
-    num_bins : int, default=8
+    num_bins : int, default=16
         Spline bins (``nsf`` and ``ncsf`` only).
     embedding : None, default=None
         Summary network of ``x``; ``None`` is an online normalisation of ``x``.
@@ -84,7 +88,7 @@ default="nsf"
         Use momentum :math:`\max(\alpha, 1/t)` at update :math:`t`.
     use_log_update : bool, default=False
         Average the running variances in log space.
-    lr : float, default=1e-3
+    lr : float, default=2e-3
         AdamW learning rate.
     betas : tuple of float, default=(0.9, 0.999)
         AdamW moment coefficients.
@@ -102,10 +106,13 @@ default="nsf"
         Use the weights of the best validation epoch for inference.
     max_epochs : int, default=200
         Maximum number of epochs.
-    batch_size : int, default=256
+    batch_size : int, default=512
         Minibatch size.
-    num_proposals : int, default=64
-        Importance-sampling candidates per output sample.
+    num_proposals : int, default=4
+        Importance-sampling candidates per output sample. The pool's efficiency is close to
+        ``proposal_mixture_beta`` for a well-trained model, so a few suffice (C2ST on two
+        moons was the same for 2, 4 and 8). While the pool's effective sample size is below
+        the number of samples requested, further pools of this size are drawn, up to 8.
     proposal_mixture_beta : float, default=0.5
         Weight :math:`\beta` of the conditional flow in the candidate mixture.
     out_of_bounds_penalty : float, default=100.0
@@ -181,15 +188,15 @@ default="nsf"
         marginalize=None,
         hypercube_bound=2.0,
         net_type="nsf",
-        num_transforms=3,
-        hidden_features=(64, 64),
-        num_bins=8,
+        num_transforms=5,
+        hidden_features=(128, 128),
+        num_bins=16,
         embedding=None,
         theta_norm=True,
         norm_momentum=0.01,
         adaptive_momentum=False,
         use_log_update=False,
-        lr=1e-3,
+        lr=2e-3,
         betas=(0.9, 0.999),
         weight_decay=0.0,
         lr_decay_factor=0.5,
@@ -198,8 +205,8 @@ default="nsf"
         validation_fraction=0.1,
         use_best_models=True,
         max_epochs=200,
-        batch_size=256,
-        num_proposals=64,
+        batch_size=512,
+        num_proposals=4,
         proposal_mixture_beta=0.5,
         out_of_bounds_penalty=100.0,
         nan_replacement=-100.0,
@@ -596,6 +603,8 @@ default="nsf"
                     out_of_bounds_penalty=params.out_of_bounds_penalty,
                     nan_replacement=params.nan_replacement,
                     exponent=exponent,
+                    min_ess=min(n_chunk, n - j),
+                    max_rounds=_MAX_POOL_ROUNDS,
                 )
                 parts.append(u)
                 ess_i = ess_i + e
@@ -620,11 +629,13 @@ default="nsf"
 
         Returns
         -------
-        theta : ndarray of shape (n_samples, n_parameters) or \
-(n_observations, n_samples, n_parameters)
-            Posterior samples, float64.
+        theta : ndarray
+            Posterior samples, float64, of shape ``(n_samples, n_parameters)`` for one
+            observation or ``(n_observations, n_samples, n_parameters)`` for several.
         ess : float or ndarray of shape (n_observations,)
-            Only with ``return_ess``. A warning is emitted when it falls below ``n_samples``.
+            Only with ``return_ess``. The pool grows (up to ``8 * num_proposals``
+            candidates per sample) until it reaches ``n_samples``; a warning is emitted when
+            it stays below.
         """
         check_is_fitted(self, "network_")
         n_samples = _check_positive_int(n_samples, "n_samples")

@@ -40,18 +40,18 @@ class FlowPosteriorParams(BaseModel):
     marginalize: tuple[Annotated[int, Field(ge=0)], ...] | None = None
     hypercube_bound: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 2.0
     net_type: Literal[tuple(FLOW_FAMILIES)] = "nsf"  # type: ignore[valid-type]
-    num_transforms: Annotated[int, Field(ge=1)] = 3
+    num_transforms: Annotated[int, Field(ge=1)] = 5
     hidden_features: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)] = (
-        64,
-        64,
+        128,
+        128,
     )
-    num_bins: Annotated[int, Field(ge=2)] = 8
+    num_bins: Annotated[int, Field(ge=2)] = 16
     embedding: None = None
     theta_norm: bool = True
     norm_momentum: Annotated[float, Field(gt=0.0, le=1.0)] = 0.01
     adaptive_momentum: bool = False
     use_log_update: bool = False
-    lr: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 1e-3
+    lr: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 2e-3
     betas: tuple[_Beta, _Beta] = (0.9, 0.999)
     weight_decay: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.0
     lr_decay_factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
@@ -60,8 +60,8 @@ class FlowPosteriorParams(BaseModel):
     validation_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     use_best_models: bool = True
     max_epochs: Annotated[int, Field(ge=1)] = 200
-    batch_size: Annotated[int, Field(ge=1)] = 256
-    num_proposals: Annotated[int, Field(ge=1)] = 64
+    batch_size: Annotated[int, Field(ge=1)] = 512
+    num_proposals: Annotated[int, Field(ge=1)] = 4
     proposal_mixture_beta: _Probability = 0.5
     out_of_bounds_penalty: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 100.0
     nan_replacement: Annotated[float, Field(allow_inf_nan=False)] = -100.0

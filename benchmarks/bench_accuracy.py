@@ -1,0 +1,293 @@
+"""Posterior accuracy and speed of skfalcon next to sbi's NPE, on tasks with exact posteriors.
+
+For each task and seed, one set of prior simulations is drawn and both methods
+are trained on it. Each method then samples the posterior of a few fixed
+observations, and its samples are compared with exact reference samples by
+C2ST (0.5: indistinguishable from the truth, 1.0: fully separable).
+
+Run ``python benchmarks/bench_accuracy.py --help`` for the options and see
+``benchmarks/README.md`` for the setup. This is a script, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+import sklearn
+import torch
+
+import skfalcon
+from skfalcon.datasets import GaussianLinear, TwoMoons
+from skfalcon.metrics import c2st
+
+TASKS = {"two_moons": TwoMoons, "gaussian_linear": GaussianLinear}
+METHODS = ("skfalcon", "sbi")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def n_cores() -> int:
+    """CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+# ------------------------------------------------------------------ methods
+
+
+def run_skfalcon(task, theta, x, x_obs, n_samples, seed):
+    """Fit skfalcon's FlowPosteriorEstimator with its defaults, then sample."""
+    from skfalcon import FlowPosteriorEstimator
+
+    estimator = FlowPosteriorEstimator(prior=task.prior, random_state=seed)
+    start = time.perf_counter()
+    estimator.fit(theta, x)
+    fit_s = time.perf_counter() - start
+
+    samples, sample_s = [], []
+    for x_o in x_obs:
+        start = time.perf_counter()
+        samples.append(np.asarray(estimator.sample(x_o, n_samples, random_state=seed)))
+        sample_s.append(time.perf_counter() - start)
+    return fit_s, sample_s, samples
+
+
+def sbi_prior(task):
+    """The task's prior as the torch distribution sbi expects."""
+    from sbi.utils import BoxUniform
+
+    if isinstance(task, TwoMoons):
+        return BoxUniform(low=-torch.ones(2), high=torch.ones(2))
+    if isinstance(task, GaussianLinear):
+        return torch.distributions.MultivariateNormal(
+            loc=torch.zeros(task.n_dims),
+            covariance_matrix=task.prior_var * torch.eye(task.n_dims),
+        )
+    raise ValueError(f"no sbi prior for task {task!r}")
+
+
+def run_sbi(task, theta, x, x_obs, n_samples, seed):
+    """Fit sbi's NPE with an NSF density estimator and sbi's defaults, then sample."""
+    from sbi.inference import NPE
+
+    torch.manual_seed(seed)  # sbi draws from torch's global generator
+    start = time.perf_counter()
+    inference = NPE(prior=sbi_prior(task), density_estimator="nsf", show_progress_bars=False)
+    inference.append_simulations(
+        torch.as_tensor(theta, dtype=torch.float32), torch.as_tensor(x, dtype=torch.float32)
+    )
+    posterior = inference.build_posterior(inference.train())
+    fit_s = time.perf_counter() - start
+
+    samples, sample_s = [], []
+    for x_o in x_obs:
+        start = time.perf_counter()
+        draws = posterior.sample(
+            (n_samples,), x=torch.as_tensor(x_o, dtype=torch.float32), show_progress_bars=False
+        )
+        samples.append(draws.numpy().astype(np.float64))
+        sample_s.append(time.perf_counter() - start)
+    return fit_s, sample_s, samples
+
+
+RUNNERS = {"skfalcon": run_skfalcon, "sbi": run_sbi}
+
+
+def check_importable(methods):
+    """Fail early, with a hint, when a method's package is missing."""
+    for method in methods:
+        try:
+            if method == "skfalcon":
+                from skfalcon import FlowPosteriorEstimator  # noqa: F401
+            else:
+                import sbi  # noqa: F401
+        except ImportError as error:
+            hint = (
+                "run with --only sbi to benchmark sbi alone"
+                if method == "skfalcon"
+                else "install it with: pip install -e '.[benchmarks]' 'torch==2.13.0'"
+            )
+            sys.exit(f"cannot import {method} ({error}); {hint}.")
+
+
+# --------------------------------------------------------------------- main
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=list(TASKS))
+    parser.add_argument(
+        "--n-simulations", type=int, default=None, help="prior simulations (default 10000)"
+    )
+    parser.add_argument(
+        "--n-samples",
+        type=int,
+        default=None,
+        help="posterior and reference samples per observation (default 10000)",
+    )
+    parser.add_argument("--n-observations", type=int, default=3)
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[0], help="one run per seed; medians reported"
+    )
+    parser.add_argument("--only", choices=METHODS, default=None, help="run one method only")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 1000 simulations, 1000 samples"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: the number of CPU cores available to the process)",
+    )
+    parser.add_argument("--out", default=None, help="write all results to this JSON file")
+    args = parser.parse_args(argv)
+    default = 1000 if args.quick else 10_000
+    args.n_simulations = args.n_simulations or default
+    args.n_samples = args.n_samples or default
+    return args
+
+
+def environment(threads):
+    versions = {
+        "python": platform.python_version(),
+        "skfalcon": skfalcon.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
+    try:
+        import sbi
+
+        versions["sbi"] = sbi.__version__
+    except ImportError:
+        pass
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpu_cores": n_cores(),
+        "torch_threads": threads,
+        "load_average_at_end": os.getloadavg(),
+        "versions": versions,
+    }
+
+
+def summarize(records):
+    """One row per task and method: medians over seeds (and observations)."""
+    rows = []
+    keys = sorted({(r["task"], r["method"]) for r in records}, key=lambda k: (k[0], k[1]))
+    for task, method in keys:
+        runs = [r for r in records if r["task"] == task and r["method"] == method]
+        per_observation = np.median([r["c2st"] for r in runs], axis=0).tolist()
+        rows.append(
+            {
+                "task": task,
+                "method": method,
+                "c2st_median": statistics.median(v for r in runs for v in r["c2st"]),
+                "c2st_per_observation": per_observation,
+                "fit_s_median": statistics.median(r["fit_s"] for r in runs),
+                "sample_s_median": statistics.median(v for r in runs for v in r["sample_s"]),
+                "n_seeds": len(runs),
+            }
+        )
+    return rows
+
+
+def markdown_table(rows, n_samples):
+    lines = [
+        f"| task | method | median C2ST | C2ST per observation | fit s | sample s ({n_samples:,}) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        per_obs = ", ".join(f"{v:.3f}" for v in row["c2st_per_observation"])
+        lines.append(
+            f"| {row['task']} | {row['method']} | {row['c2st_median']:.3f} | {per_obs} "
+            f"| {row['fit_s_median']:.1f} | {row['sample_s_median']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    methods = [args.only] if args.only else list(METHODS)
+    check_importable(methods)
+
+    threads = args.threads or n_cores()
+    torch.set_num_threads(threads)
+    log(
+        f"torch.set_num_threads({threads})"
+        + ("" if args.threads else ": one thread per available CPU core")
+        + f"; load average {os.getloadavg()[0]:.1f} on {n_cores()} cores"
+    )
+    log(
+        f"{args.n_simulations:,} simulations, {args.n_samples:,} posterior and reference "
+        f"samples, {args.n_observations} observations, seeds {args.seeds}, methods {methods}"
+    )
+
+    records = []
+    for task_name in args.tasks:
+        task = TASKS[task_name]()
+        _, x_obs = task.observations(args.n_observations)
+        start = time.perf_counter()
+        references = [
+            task.reference_posterior(x_o, args.n_samples, random_state=i)
+            for i, x_o in enumerate(x_obs)
+        ]
+        log(f"[{task_name}] reference samples in {time.perf_counter() - start:.1f} s")
+
+        for seed in args.seeds:
+            # A stream of its own, apart from the observations' (random_state=0).
+            rng = np.random.RandomState([seed, 1])
+            theta = task.sample_prior(args.n_simulations, random_state=rng)
+            x = task.simulate(theta, random_state=rng)
+            for method in methods:
+                log(f"[{task_name}] seed {seed}: fitting {method} ...")
+                fit_s, sample_s, samples = RUNNERS[method](
+                    task, theta, x, x_obs, args.n_samples, seed
+                )
+                start = time.perf_counter()
+                scores = [c2st(ref, s) for ref, s in zip(references, samples, strict=True)]
+                log(
+                    f"[{task_name}] seed {seed}: {method} fit {fit_s:.1f} s, sample "
+                    f"{statistics.median(sample_s):.2f} s, C2ST {np.round(scores, 3).tolist()} "
+                    f"(C2ST took {time.perf_counter() - start:.0f} s)"
+                )
+                records.append(
+                    {
+                        "task": task_name,
+                        "method": method,
+                        "seed": seed,
+                        "fit_s": fit_s,
+                        "sample_s": sample_s,
+                        "c2st": scores,
+                    }
+                )
+
+    rows = summarize(records)
+    print(markdown_table(rows, args.n_samples))
+    if args.out:
+        with open(args.out, "w") as stream:
+            json.dump(
+                {
+                    "arguments": vars(args),
+                    "environment": environment(threads),
+                    "summary": rows,
+                    "runs": records,
+                },
+                stream,
+                indent=2,
+            )
+        log(f"results written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
