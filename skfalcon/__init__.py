@@ -2,6 +2,7 @@
 
 from skfalcon._version import __version__
 from skfalcon.estimators import FlowPosteriorEstimator
+from skfalcon.persistence import load, save
 from skfalcon.priors import FactorizedPrior
 
-__all__ = ["FactorizedPrior", "FlowPosteriorEstimator", "__version__"]
+__all__ = ["FactorizedPrior", "FlowPosteriorEstimator", "__version__", "load", "save"]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import integrate
+from sklearn.base import clone
 
 from skfalcon import FlowPosteriorEstimator
 from skfalcon.datasets import GaussianLinear
@@ -78,7 +79,9 @@ def test_gaussian_linear_posterior_recovery():
         prior=task.prior,
         hidden_features=(32, 32),
         num_transforms=2,
-        max_epochs=15,
+        max_epochs=30,
+        batch_size=128,
+        lr=1e-3,
         device="cpu",
         random_state=0,
     ).fit(theta, x)
@@ -183,12 +186,24 @@ def test_wrong_observation_shapes_are_explained(fitted_moons):
         fitted_moons.log_prob(np.zeros((3, 2)), np.zeros((2, 2)))
 
 
-def test_low_ess_warns_with_the_figure(fitted_moons, moons_data):
+def test_low_ess_warns_with_the_figure(fitted_moons, moons_data, monkeypatch):
+    from skfalcon.estimators import _flow_posterior
+
     _, _, x = moons_data
-    est = fitted_moons
+    monkeypatch.setattr(_flow_posterior, "_MAX_POOL_ROUNDS", 1)  # no pool growth
+    est = clone(fitted_moons).set_params(num_proposals=1)
+    est.__dict__.update({k: v for k, v in fitted_moons.__dict__.items() if k.endswith("_")})
+    est._log_z_seed, est._network_spec = fitted_moons._log_z_seed, fitted_moons._network_spec
     with pytest.warns(UserWarning, match=r"Low effective sample size: .* for 500 requested"):
-        est.set_params(num_proposals=1).sample(x[0], 500)
-    est.set_params(num_proposals=4)
+        est.sample(x[0], 500)
+
+
+def test_the_pool_grows_to_the_requested_effective_sample_size(fitted_moons, moons_data):
+    _, _, x = moons_data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, ess = fitted_moons.sample(x[0], 500, return_ess=True)
+    assert ess >= 500
 
 
 def test_verbose_shows_progress(moons_data, tiny, capsys):
@@ -201,13 +216,14 @@ def test_warm_start_continues_history(moons_data, tiny):
     task, theta, x = moons_data
     est = FlowPosteriorEstimator(prior=task.prior, warm_start=True, random_state=0, **tiny)
     est.fit(theta, x)
-    first = est.network_
+    first_loss = est.history_[0]["train_loss"]
     est.fit(theta, x)
-    assert est.network_ is first and est.n_iter_ == len(est.history_) > 3
+    assert est.n_iter_ == len(est.history_) == 6
+    # Continued from the trained weights: the first new epoch beats the very first one.
+    assert est.history_[3]["train_loss"] < first_loss
     cold = FlowPosteriorEstimator(prior=task.prior, random_state=0, **tiny).fit(theta, x)
-    network = cold.network_
     cold.fit(theta, x)
-    assert cold.network_ is not network
+    assert cold.n_iter_ == 3
 
 
 def test_every_flow_family_fits_and_samples(moons_data, tiny):
@@ -225,9 +241,9 @@ def test_partial_fit_initialises_then_continues(moons_data, tiny):
     task, theta, x = moons_data
     est = FlowPosteriorEstimator(prior=task.prior, random_state=0, **tiny)
     est.partial_fit(theta[:300], x[:300])
-    network, epochs = est.network_, est.n_iter_
+    epochs = est.n_iter_
     est.partial_fit(theta[300:], x[300:])
-    assert est.network_ is network and est.n_iter_ > epochs
+    assert est.n_iter_ > epochs
     assert [r["epoch"] for r in est.history_] == list(range(est.n_iter_))
     with pytest.raises(
         ValueError, match="x has 3 features, but FlowPosteriorEstimator was fitted with 2"
@@ -235,3 +251,10 @@ def test_partial_fit_initialises_then_continues(moons_data, tiny):
         est.partial_fit(theta[:10], np.zeros((10, 3)))
     with pytest.raises(ValueError, match="X has 3 features"):
         est.partial_fit(np.zeros((10, 3)), x[:10])
+
+
+def test_fit_logs_a_summary(moons_data, tiny, caplog):
+    task, theta, x = moons_data
+    with caplog.at_level("INFO", logger="skfalcon"):
+        FlowPosteriorEstimator(prior=task.prior, **tiny).fit(theta[:200], x[:200])
+    assert any("fit: 3 epochs" in r.getMessage() for r in caplog.records)

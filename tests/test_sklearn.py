@@ -150,13 +150,20 @@ def test_loading_from_another_version_warns(fitted_moons):
         loaded.__setstate__(state)
 
 
-def test_truncated_file_raises_a_clear_error(fitted_moons, tmp_path):
-    path = tmp_path / "model.joblib"
-    joblib.dump(fitted_moons, path)
+def test_truncated_or_foreign_files_raise_a_clear_error(fitted_moons, tmp_path):
+    path = skfalcon.save(fitted_moons, tmp_path / "model.joblib")
+    loaded = skfalcon.load(path, expected=FlowPosteriorEstimator)
+    assert loaded.n_iter_ == fitted_moons.n_iter_
     path.write_bytes(path.read_bytes()[:200])
-    with pytest.raises(Exception) as info:
-        joblib.load(path)
-    assert not isinstance(info.value, (KeyboardInterrupt, SystemExit))
+    with pytest.raises(ValueError, match=r"Could not load a skfalcon model from .*truncated"):
+        skfalcon.load(path)
+    foreign = tmp_path / "notes.txt"
+    foreign.write_text("hello")
+    with pytest.raises(ValueError, match="truncated or not a joblib/pickle file"):
+        skfalcon.load(foreign)
+    joblib.dump({"weights": [1, 2]}, tmp_path / "dict.joblib")
+    with pytest.raises(ValueError, match="holds a dict, not a FlowPosteriorEstimator"):
+        skfalcon.load(tmp_path / "dict.joblib", expected=FlowPosteriorEstimator)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

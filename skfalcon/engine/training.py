@@ -93,7 +93,7 @@ def train(
     if has_val and cache_on_device:
         u_val, x_val = u_val.to(device), x_val.to(device)
 
-    result = TrainingResult()
+    result = TrainingResult(best_epoch=epoch_offset)
     best_loss = float("inf")
     best_state = copy.deepcopy(model.state_dict())
     epochs_without_improvement = 0

@@ -554,6 +554,18 @@ class FlowPosteriorEstimator(BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=3,
             )
+        if result.history:
+            best = result.history[result.best_epoch - epoch_offset]
+            logger.info(
+                "fit: %d epochs in %.1f s, best epoch %d (validation loss %.4f), %s",
+                len(result.history),
+                sum(r["seconds"] for r in result.history),
+                result.best_epoch,
+                best["val_loss"],
+                "interrupted"
+                if result.interrupted
+                else ("stopped early" if result.stopped_early else "max_epochs reached"),
+            )
         if result.n_skipped_steps:
             warnings.warn(
                 f"Skipped {result.n_skipped_steps} training step(s) with a non-finite loss.",
