@@ -89,7 +89,9 @@ def test_gaussian_linear_posterior_recovery():
     samples = est.sample(x_obs, 2000)
     for obs, post in zip(x_obs, samples, strict=True):
         mean, cov = task.posterior_mean_cov(obs)
-        np.testing.assert_allclose(post.mean(0), mean, atol=0.06)
+        # Half a posterior std (0.22): loose for a 30-epoch fit, tight against a wrong map
+        # (the prior mean is 0.57 away for the first observation).
+        np.testing.assert_allclose(post.mean(0), mean, atol=0.12)
         np.testing.assert_allclose(post.std(0), np.sqrt(np.diag(cov)), rtol=0.25)
 
 

@@ -7,8 +7,17 @@ context :math:`c`) as :math:`z = (v - \mu)/\sigma` followed by a zuko flow
 .. math::
 
     \log q(v \mid c) = \log q_z\big((v - \mu)/\sigma \mid c\big) - \sum_i \log \sigma_i .
+
+With a ``cube_bound`` :math:`b`, :math:`v` lives in the cube :math:`(-b, b)^d` and is first
+sent to :math:`\mathbb{R}^d` by the probit map :math:`w = \Phi^{-1}\big((v + b) / 2b\big)`,
+with :math:`\log |\partial w / \partial v| = \sum_i -\log(2b) - \log \varphi(w_i)`.
+The uniform distribution on the cube becomes the standard normal, which a flow with a
+Gaussian base represents exactly, while densities stay densities of :math:`v`.
 """
 
+import math
+
+import torch
 import zuko
 from torch import Tensor, nn
 
@@ -50,6 +59,11 @@ def build_flow(
     return FLOW_FAMILIES[net_type](features, context, **kwargs)
 
 
+def _probit_log_det(w: Tensor, b: float) -> Tensor:
+    r""":math:`\sum_i \log |\partial w_i / \partial v_i| = \sum_i -\log(2b) - \log \varphi(w_i)`."""
+    return (0.5 * w.square() + 0.5 * math.log(2 * math.pi) - math.log(2 * b)).sum(-1)
+
+
 class NormalizedFlow(nn.Module):
     r"""A zuko flow seen through a :class:`RunningNorm` of its inputs.
 
@@ -58,25 +72,47 @@ class NormalizedFlow(nn.Module):
     ``v``. With ``normalize=False`` the normalisation is the identity.
     """
 
-    def __init__(self, flow: zuko.flows.Flow, norm: RunningNorm | None):
+    def __init__(
+        self, flow: zuko.flows.Flow, norm: RunningNorm | None, cube_bound: float | None = None
+    ):
         super().__init__()
         self.flow = flow
         self.norm = norm
+        self.cube_bound = cube_bound
 
-    def _normalize(self, v: Tensor) -> Tensor:
-        return v if self.norm is None else self.norm(v)
+    def _to_real(self, v: Tensor) -> tuple[Tensor, Tensor | float]:
+        """Probit map of the cube and its log-Jacobian summed over the last dimension."""
+        if self.cube_bound is None:
+            return v, 0.0
+        b = self.cube_bound
+        tiny = torch.finfo(v.dtype).eps
+        w = torch.special.ndtri(((v + b) / (2 * b)).clamp(tiny, 1 - tiny))
+        return w, _probit_log_det(w, b)
+
+    def _from_real(self, w: Tensor) -> tuple[Tensor, Tensor | float]:
+        r"""Inverse probit map and :math:`\log |\partial w / \partial v|` at its output."""
+        if self.cube_bound is None:
+            return w, 0.0
+        b = self.cube_bound
+        v = b * (2 * torch.special.ndtr(w) - 1)
+        return v, _probit_log_det(w, b)
+
+    def _normalize(self, w: Tensor) -> Tensor:
+        return w if self.norm is None else self.norm(w)
 
     def _log_det(self) -> Tensor | float:
         return 0.0 if self.norm is None else self.norm.log_abs_det_jacobian()
 
     def log_prob(self, v: Tensor, context: Tensor | None = None) -> Tensor:
         """Log-density of ``v`` of shape ``(..., d)``; ``context`` broadcasts."""
-        return self.flow(context).log_prob(self._normalize(v)) + self._log_det()
+        w, log_det = self._to_real(v)
+        return self.flow(context).log_prob(self._normalize(w)) + self._log_det() + log_det
 
     def sample_and_log_prob(
         self, shape: tuple[int, ...], context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """Draw ``shape + batch`` samples with their log-densities in one pass."""
         z, log_q = self.flow(context).rsample_and_log_prob(shape)
-        v = z if self.norm is None else self.norm.inverse(z)
-        return v, log_q + self._log_det()
+        w = z if self.norm is None else self.norm.inverse(z)
+        v, log_det = self._from_real(w)
+        return v, log_q + self._log_det() + log_det

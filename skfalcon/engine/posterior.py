@@ -49,6 +49,10 @@ class DualFlowPosterior(nn.Module):
         Put a :class:`~skfalcon.engine.normalization.RunningNorm` in front of each flow.
     norm_momentum, adaptive_momentum, use_log_update
         Settings of those normalisations.
+    cube_bound : float, optional
+        :math:`b` when :math:`u` lives in :math:`(-b, b)^d`: both flows then model the probit
+        map of :math:`u` (see :class:`~skfalcon.engine.flows.NormalizedFlow`), where the
+        prior is a standard normal. The ratio :math:`q/m` does not depend on this choice.
     """
 
     def __init__(
@@ -66,6 +70,7 @@ class DualFlowPosterior(nn.Module):
         norm_momentum: float = 0.01,
         adaptive_momentum: bool = False,
         use_log_update: bool = False,
+        cube_bound: float | None = None,
     ):
         super().__init__()
         self.features = features
@@ -85,7 +90,7 @@ class DualFlowPosterior(nn.Module):
                 if theta_norm
                 else None
             )
-            return NormalizedFlow(flow, norm)
+            return NormalizedFlow(flow, norm, cube_bound)
 
         self.conditional = make(context)
         self.marginal = make(0) if marginal else None

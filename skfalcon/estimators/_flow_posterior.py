@@ -506,6 +506,7 @@ class FlowPosteriorEstimator(BaseEstimator):
                     "norm_momentum": params.norm_momentum,
                     "adaptive_momentum": params.adaptive_momentum,
                     "use_log_update": params.use_log_update,
+                    "cube_bound": None if prior is None else prior.hypercube_bound,
                 }
                 network = _build_network(network_spec)
             progress = _Progress(params.max_epochs) if params.verbose else None
