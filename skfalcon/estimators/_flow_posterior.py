@@ -488,7 +488,7 @@ class FlowPosteriorEstimator(BaseEstimator):
         u_t = torch.as_tensor(u, dtype=torch.float32)
         x_t = torch.as_tensor(x, dtype=torch.float32)
 
-        seed = int(rng.randint(np.iinfo(np.int32).max))
+        seed = draw_seed(rng)
         with torch_seed_scope(seed, device):
             if continue_training:
                 # Train a copy: a failed or interrupted round leaves the fitted model intact.
