@@ -264,17 +264,3 @@ def test_sample_proposal_widens_with_gamma(fitted_moons, moons_data):
         for g in (0.0, 0.5, 1.0)
     ]
     assert spread[0] < spread[1] < spread[2]
-
-
-def test_sample_warns_when_candidates_leave_the_support(monkeypatch, fitted_moons, moons_data):
-    _, _, x = moons_data
-    original = _flow_posterior.importance_sample
-
-    def leaky(*args, **kwargs):
-        result = original(*args, **kwargs)
-        result.out_of_cube_fraction = torch.full_like(result.out_of_cube_fraction, 0.8)
-        return result
-
-    monkeypatch.setattr(_flow_posterior, "importance_sample", leaky)
-    with pytest.warns(UserWarning, match="80% of the candidates drawn from the conditional"):
-        fitted_moons.sample(x[0], 10)

@@ -38,8 +38,8 @@ _MAX_POOL_ROUNDS = 8
 # Candidates per observation for the normalizing constant Z(x) of log_prob: with a pool
 # efficiency near 1/2 the standard error of log Z is about 0.03, and score() stays cheap.
 _LOG_Z_CANDIDATES = 2048
-# sample() warns when more of the conditional flow's candidates than this fall outside the cube.
-_OUT_OF_SUPPORT_WARNING = 0.5
+# Rows per chunk of exact draws from the conditional flow; bounds memory.
+_DIRECT_SAMPLE_BUDGET = 2**18
 
 
 def _check_positive_int(value, name: str) -> int:
@@ -729,20 +729,21 @@ class FlowPosteriorEstimator(BaseEstimator):
     def _sample_u(self, summary: torch.Tensor, n: int, exponent: float, params):
         """Sample u for summaries (m, c), in chunks of bounded size.
 
-        Returns u (m, n, d), the ESS (m,), each sample's normalized log-density in u space
-        under the target (m, n), and the fraction of conditional-flow candidates that fell
-        outside the cube (m,).
+        Returns u (m, n, d), the ESS (m,) and each sample's normalized log-density in u
+        space under the target (m, n). No draw leaves the cube: both flows model its
+        probit image.
         """
         network = self.network_
         m = summary.shape[0]
-        if not network.has_marginal:
-            u, log_q = network.conditional.sample_and_log_prob((n,), summary)
-            zeros = torch.zeros(m, device=u.device)
-            return u.transpose(0, 1), torch.full((m,), float(n)), log_q.transpose(0, 1), zeros
+        if not network.has_marginal or (network.marginal_is_prior and exponent == 1.0):
+            # The target is q itself: without a prior, or with the exact prior as m, whose
+            # ratio q/m is q times a constant; the probit map keeps q's draws in the cube.
+            # Sampling is then exact and needs no candidates.
+            return self._sample_conditional(summary, n)
         per_sample = params.num_proposals
         n_chunk = max(1, min(n, _CANDIDATE_BUDGET // per_sample))
         m_chunk = max(1, _CANDIDATE_BUDGET // (per_sample * n_chunk))
-        samples, ess, log_density, outside = [], [], [], []
+        samples, ess, log_density = [], [], []
         for i in range(0, m, m_chunk):
             parts = []
             for j in range(0, n, n_chunk):
@@ -764,8 +765,24 @@ class FlowPosteriorEstimator(BaseEstimator):
             samples.append(torch.cat([p.u for p in parts], dim=1))
             log_density.append(torch.cat([p.log_density for p in parts], dim=1))
             ess.append(sum(p.ess for p in parts))
-            outside.append(torch.stack([p.out_of_cube_fraction for p in parts]).mean(0))
-        return torch.cat(samples), torch.cat(ess), torch.cat(log_density), torch.cat(outside)
+        return torch.cat(samples), torch.cat(ess), torch.cat(log_density)
+
+    def _sample_conditional(self, summary: torch.Tensor, n: int):
+        """Exact draws from q for summaries (m, c), chunked like the candidate pools."""
+        m = summary.shape[0]
+        n_chunk = max(1, min(n, _DIRECT_SAMPLE_BUDGET))
+        m_chunk = max(1, _DIRECT_SAMPLE_BUDGET // n_chunk)
+        samples, log_density = [], []
+        for i in range(0, m, m_chunk):
+            parts = [
+                self.network_.conditional.sample_and_log_prob(
+                    (min(n_chunk, n - j),), summary[i : i + m_chunk]
+                )
+                for j in range(0, n, n_chunk)
+            ]
+            samples.append(torch.cat([u for u, _ in parts]).transpose(0, 1))
+            log_density.append(torch.cat([lq for _, lq in parts]).transpose(0, 1))
+        return torch.cat(samples), torch.full((m,), float(n)), torch.cat(log_density)
 
     def sample(self, x, n_samples, *, random_state=None, return_ess=False):
         """Draw posterior samples of ``theta`` given observations.
@@ -801,11 +818,10 @@ class FlowPosteriorEstimator(BaseEstimator):
             summary = self.network_.embed(
                 torch.as_tensor(x2d, dtype=torch.float32).to(self.device_)
             )
-            u, ess, _, outside = self._sample_u(summary, n_samples, 1.0, params)
+            u, ess, _ = self._sample_u(summary, n_samples, 1.0, params)
         theta = self._u_to_theta(u.to("cpu", torch.float64).numpy())
         ess = ess.cpu().numpy().astype(np.float64)
         self._warn_low_ess(ess, n_samples)
-        self._warn_out_of_support(outside.cpu().numpy())
         if single:
             theta, ess = theta[0], float(ess[0])
         return (theta, ess) if return_ess else theta
@@ -823,20 +839,12 @@ class FlowPosteriorEstimator(BaseEstimator):
                 stacklevel=3,
             )
 
-    def _warn_out_of_support(self, fraction: np.ndarray) -> None:
-        if (fraction > _OUT_OF_SUPPORT_WARNING).any():
-            warnings.warn(
-                f"{fraction.max():.0%} of the candidates drawn from the conditional flow lie "
-                f"outside the prior's support ({int((fraction > _OUT_OF_SUPPORT_WARNING).sum())} "
-                f"of {len(fraction)} observation(s) above {_OUT_OF_SUPPORT_WARNING:.0%}); the "
-                "estimate puts its mass where the prior has none, so the observation may be "
-                "outside what the training simulations cover.",
-                UserWarning,
-                stacklevel=3,
-            )
-
     def _log_normalizers(self, x_unique: np.ndarray) -> np.ndarray:
         """log Z(x) for distinct observations (rows of ``x_unique``), cached per observation."""
+        if self.network_.marginal_is_prior:
+            # q/m = q (2b)^d with q normalized on the cube (the probit map): Z = (2b)^d.
+            log_volume = self.network_.features * np.log(2 * self.prior_.hypercube_bound)
+            return np.full(len(x_unique), log_volume)
         keys = [row.tobytes() for row in x_unique]
         missing = [i for i, key in enumerate(keys) if key not in self._log_z_cache]
         if missing:
@@ -985,9 +993,7 @@ class FlowPosteriorEstimator(BaseEstimator):
                         f"got shape {x2d.shape}."
                     )
                 summary = self.network_.embed(torch.as_tensor(x2d, dtype=torch.float32).to(device))
-                u, _, log_density_u, _ = self._sample_u(
-                    summary, n_samples, 1.0 - params.gamma, params
-                )
+                u, _, log_density_u = self._sample_u(summary, n_samples, 1.0 - params.gamma, params)
                 theta[:, prior.free_mask] = prior.from_cube(u[0].to("cpu", torch.float64))
                 theta_free = theta[:, prior.free_mask]
                 log_prob = log_density_u[0].to("cpu", torch.float64) + (
