@@ -135,8 +135,9 @@ class FlowPosteriorEstimator(BaseEstimator):
         store was drawn from the prior, and leaves the marginal flow untrained; once rows
         from a proposal arrive (``partial_fit`` with ``theta_log_prob``) the marginal flow
         is trained and used. ``"flow"`` always trains and uses the flow, as Falcon does.
-        On the 10-D Gaussian linear benchmark the exact prior brings C2ST from 0.61 to
-        about 0.53 and halves the fit time.
+        It skips training the marginal flow and makes sampling exact (draws from the
+        conditional flow, no importance weights); C2ST on the benchmarks moved from 0.609
+        to 0.597 (10-D Gaussian linear) and from 0.556 to 0.548 (two moons).
     store_capacity : int, default=None
         Most rows kept in the sample store across ``partial_fit`` calls, the oldest dropped
         first (training and validation rows each keep their share). ``None`` keeps all.
