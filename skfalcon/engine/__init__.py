@@ -1,8 +1,17 @@
-"""The torch engine: flows, running normalisation, training loop, importance sampling.
+"""The torch engine: flows, embeddings, running normalisation, training, importance sampling.
 
 Imports torch and zuko only; the scikit-learn façade lives in :mod:`skfalcon.estimators`.
 """
 
+from skfalcon.engine.embeddings import (
+    EMBEDDING_PRESETS,
+    CNN1dEmbedding,
+    DeepSetEmbedding,
+    MLPEmbedding,
+    MultiInputEmbedding,
+    SplitInputs,
+    build_embedding,
+)
 from skfalcon.engine.flows import FLOW_FAMILIES, NormalizedFlow, build_flow
 from skfalcon.engine.importance import (
     draw_candidates,
@@ -15,12 +24,19 @@ from skfalcon.engine.posterior import DualFlowPosterior
 from skfalcon.engine.training import TrainingDivergedError, TrainingResult, train
 
 __all__ = [
+    "EMBEDDING_PRESETS",
     "FLOW_FAMILIES",
+    "CNN1dEmbedding",
+    "DeepSetEmbedding",
+    "MLPEmbedding",
+    "MultiInputEmbedding",
+    "SplitInputs",
     "DualFlowPosterior",
     "NormalizedFlow",
     "RunningNorm",
     "TrainingDivergedError",
     "TrainingResult",
+    "build_embedding",
     "build_flow",
     "draw_candidates",
     "effective_sample_size",
