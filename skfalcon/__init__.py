@@ -1,8 +1,16 @@
 """skfalcon: flow posterior estimation for simulation-based inference, as a scikit-learn estimator."""
 
 from skfalcon._version import __version__
+from skfalcon.engine import RunningNorm
 from skfalcon.estimators import FlowPosteriorEstimator
 from skfalcon.persistence import load, save
 from skfalcon.priors import FactorizedPrior
 
-__all__ = ["FactorizedPrior", "FlowPosteriorEstimator", "__version__", "load", "save"]
+__all__ = [
+    "FactorizedPrior",
+    "FlowPosteriorEstimator",
+    "RunningNorm",
+    "__version__",
+    "load",
+    "save",
+]
