@@ -12,6 +12,7 @@ import pytest
 import torch
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
+from sklearn.utils.estimator_checks import parametrize_with_checks
 from torch import nn
 
 import skfalcon
@@ -375,6 +376,23 @@ def test_bad_preset_sizes_are_refused(moons_data):
         FlowPosteriorEstimator(embedding="cnn1d", embedding_kernel_size=0).fit(theta, x)
     with pytest.raises(ValueError, match=r"embedding_channels=\(\)"):
         FlowPosteriorEstimator(embedding="cnn1d", embedding_channels=()).fit(theta, x)
+
+
+@parametrize_with_checks(
+    [
+        FlowPosteriorEstimator(
+            **{**TINY, "max_epochs": 2, "hidden_features": (8,)},
+            embedding="mlp",
+            embedding_features=4,
+            embedding_hidden_features=(8,),
+            random_state=0,
+        )
+    ]
+)
+def test_sklearn_estimator_checks_with_a_learned_embedding(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # low-ESS warnings of 2-epoch models
+        check(estimator)
 
 
 # ------------------------------------------------------------------ modules: clone, pickle, device
