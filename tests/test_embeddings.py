@@ -236,8 +236,9 @@ def dict_data():
 def fitted_dict(dict_data):
     theta, x = dict_data
     embedding = {"a": "mlp", "b": "cnn1d"}
+    # marginal="flow": log_prob then needs log Z(x), whose cache is keyed by observation.
     return FlowPosteriorEstimator(
-        prior=PRIOR, embedding=embedding, random_state=0, **SMALL, **TINY
+        prior=PRIOR, embedding=embedding, marginal="flow", random_state=0, **SMALL, **TINY
     ).fit(theta, x)
 
 
