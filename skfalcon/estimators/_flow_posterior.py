@@ -87,10 +87,13 @@ class FlowPosteriorEstimator(BaseEstimator):
     net_type : str, default="nsf"
         zuko flow family of both flows: ``"nsf"``, ``"maf"``, ``"nice"``, ``"realnvp"``,
         ``"naf"``, ``"unaf"``, ``"ncsf"``, ``"sospf"``, ``"bpf"`` or ``"gf"``.
-    num_transforms : int, default=5
+    num_transforms : int, default=3
         Number of flow transforms.
-    hidden_features : tuple of int, default=(128, 128)
-        Hidden layer widths of each transform's network.
+    hidden_features : tuple of int, default=(64, 64)
+        Hidden layer widths of each transform's network. Chosen by measurement: with
+        5 transforms of (128, 128) the 10-D Gaussian linear task overfitted 10,000
+        simulations from the second epoch on (C2ST 0.60); 3 of (64, 64) reached 0.52 with
+        two moons unchanged (0.58 against 0.56 on the same run, within noise).
     num_bins : int, default=16
         Spline bins (``nsf`` and ``ncsf`` only).
     embedding : None, str, nn.Module, callable or dict, default=None
@@ -245,8 +248,8 @@ class FlowPosteriorEstimator(BaseEstimator):
         marginalize=None,
         hypercube_bound=2.0,
         net_type="nsf",
-        num_transforms=5,
-        hidden_features=(128, 128),
+        num_transforms=3,
+        hidden_features=(64, 64),
         num_bins=16,
         embedding=None,
         embedding_features=32,

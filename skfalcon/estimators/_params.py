@@ -43,10 +43,10 @@ class FlowPosteriorParams(BaseModel):
     marginalize: tuple[Annotated[int, Field(ge=0)], ...] | Annotated[int, Field(ge=0)] | None = None
     hypercube_bound: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 2.0
     net_type: Literal[tuple(FLOW_FAMILIES)] = "nsf"  # type: ignore[valid-type]
-    num_transforms: Annotated[int, Field(ge=1)] = 5
+    num_transforms: Annotated[int, Field(ge=1)] = 3
     hidden_features: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)] = (
-        128,
-        128,
+        64,
+        64,
     )
     num_bins: Annotated[int, Field(ge=2)] = 16
     embedding: Any = None
