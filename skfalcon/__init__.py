@@ -4,5 +4,13 @@ from skfalcon._version import __version__
 from skfalcon.estimators import FlowPosteriorEstimator
 from skfalcon.persistence import load, save
 from skfalcon.priors import FactorizedPrior
+from skfalcon.sequential import SequentialInference
 
-__all__ = ["FactorizedPrior", "FlowPosteriorEstimator", "__version__", "load", "save"]
+__all__ = [
+    "FactorizedPrior",
+    "FlowPosteriorEstimator",
+    "SequentialInference",
+    "__version__",
+    "load",
+    "save",
+]

@@ -27,3 +27,15 @@ def fitted_moons(moons_data):
 
     task, theta, x = moons_data
     return FlowPosteriorEstimator(prior=task.prior, random_state=0, **TINY).fit(theta, x)
+
+
+@pytest.fixture(scope="session")
+def fitted_moons_flow(moons_data):
+    """Like ``fitted_moons`` but with the learned marginal flow, so sampling uses importance
+    sampling rather than exact draws from the conditional flow."""
+    from skfalcon import FlowPosteriorEstimator
+
+    task, theta, x = moons_data
+    return FlowPosteriorEstimator(prior=task.prior, marginal="flow", random_state=0, **TINY).fit(
+        theta, x
+    )

@@ -179,6 +179,10 @@ class _AnalyticPosterior(nn.Module):
         self.conditional = _GaussianFlow([0.0], q_scale, conditional=True)
         self.marginal = _GaussianFlow([0.0], m_scale, conditional=False)
 
+    @property
+    def inference_marginal(self):
+        return self.marginal
+
 
 def _analytic_target(shift, q_scale=0.5, m_scale=1.0, bound=2.0):
     # q/m for Gaussians is a Gaussian with precision 1/q^2 - 1/m^2, truncated to the cube.
@@ -197,7 +201,7 @@ def _analytic_target(shift, q_scale=0.5, m_scale=1.0, bound=2.0):
 def test_importance_sampling_matches_analytic_truncated_target(shift):
     posterior = _AnalyticPosterior()
     summary = torch.tensor([[shift]])
-    samples, ess = importance_sample(
+    result = importance_sample(
         posterior,
         summary,
         20000,
@@ -207,6 +211,7 @@ def test_importance_sampling_matches_analytic_truncated_target(shift):
         out_of_bounds_penalty=100.0,
         nan_replacement=-100.0,
     )
+    samples, ess = result.u, result.ess
     assert samples.shape == (1, 20000, 1) and ess.shape == (1,)
     truth, log_z = _analytic_target(shift)
     s = samples[0, :, 0].double().numpy()
@@ -214,13 +219,21 @@ def test_importance_sampling_matches_analytic_truncated_target(shift):
     assert s.mean() == pytest.approx(truth.mean(), abs=0.02)
     assert s.std() == pytest.approx(truth.std(), abs=0.02)
     assert stats.kstest(s[::10], truth.cdf).pvalue > 1e-3
+    # Each sample carries its normalized density under the target: log t - log Z.
+    assert float(result.log_normalizer[0]) == pytest.approx(log_z, abs=0.03)
+    np.testing.assert_allclose(
+        result.log_density[0].double().numpy(), truth.logpdf(s), atol=0.05
+    )
+    q_tail = stats.norm(shift, 0.5)
+    expected_outside = q_tail.cdf(-2.0) + q_tail.sf(2.0)
+    assert float(result.out_of_cube_fraction[0]) == pytest.approx(expected_outside, abs=0.01)
     pool = draw_candidates(posterior, summary, 50000, beta=0.5, bound=2.0)
     assert float(log_normalizer(pool)[0]) == pytest.approx(log_z, abs=0.02)
 
 
 def test_importance_sampling_exponent_zero_gives_uniform_cube():
     posterior = _AnalyticPosterior()
-    samples, _ = importance_sample(
+    samples = importance_sample(
         posterior,
         torch.tensor([[0.5]]),
         20000,
@@ -230,7 +243,7 @@ def test_importance_sampling_exponent_zero_gives_uniform_cube():
         out_of_bounds_penalty=100.0,
         nan_replacement=-100.0,
         exponent=0.0,
-    )
+    ).u
     s = samples[0, :, 0].numpy()
     assert stats.kstest(s[::10], stats.uniform(-2, 4).cdf).pvalue > 1e-3
 
@@ -238,7 +251,7 @@ def test_importance_sampling_exponent_zero_gives_uniform_cube():
 def test_importance_sampling_batches_observations():
     posterior = _AnalyticPosterior()
     summary = torch.tensor([[-1.0], [0.0], [1.0]])
-    samples, ess = importance_sample(
+    result = importance_sample(
         posterior,
         summary,
         4000,
@@ -248,6 +261,7 @@ def test_importance_sampling_batches_observations():
         out_of_bounds_penalty=100.0,
         nan_replacement=-100.0,
     )
+    samples, ess = result.u, result.ess
     assert samples.shape == (3, 4000, 1) and ess.shape == (3,)
     means = samples[..., 0].mean(1).numpy()
     assert np.all(np.diff(means) > 0.5)
@@ -270,7 +284,7 @@ def test_nan_log_weights_are_replaced_not_propagated():
         return torch.where(v[..., 0] > 0, torch.nan, out)
 
     posterior.marginal.log_prob = nan_log_prob
-    samples, ess = importance_sample(
+    result = importance_sample(
         posterior,
         torch.tensor([[0.0]]),
         1000,
@@ -280,6 +294,7 @@ def test_nan_log_weights_are_replaced_not_propagated():
         out_of_bounds_penalty=100.0,
         nan_replacement=-100.0,
     )
+    samples, ess = result.u, result.ess
     assert torch.isfinite(samples).all() and torch.isfinite(ess).all()
 
 
@@ -359,6 +374,6 @@ def test_pool_grows_until_the_effective_sample_size_is_reached():
         num_proposals=1, beta=0.5, bound=2.0, out_of_bounds_penalty=100.0, nan_replacement=-100.0
     )
     summary = torch.tensor([[1.5]])
-    _, ess_single = importance_sample(posterior, summary, 2000, **kwargs)
-    _, ess_grown = importance_sample(posterior, summary, 2000, min_ess=2000, max_rounds=8, **kwargs)
+    ess_single = importance_sample(posterior, summary, 2000, **kwargs).ess
+    ess_grown = importance_sample(posterior, summary, 2000, min_ess=2000, max_rounds=8, **kwargs).ess
     assert float(ess_single[0]) < 2000 <= float(ess_grown[0])

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from scipy import integrate
+from scipy import integrate, stats
 from sklearn.base import clone
 
 from skfalcon import FlowPosteriorEstimator
@@ -188,24 +188,40 @@ def test_wrong_observation_shapes_are_explained(fitted_moons):
         fitted_moons.log_prob(np.zeros((3, 2)), np.zeros((2, 2)))
 
 
-def test_low_ess_warns_with_the_figure(fitted_moons, moons_data, monkeypatch):
+def test_low_ess_warns_with_the_figure(fitted_moons_flow, moons_data, monkeypatch):
     from skfalcon.estimators import _flow_posterior
 
     _, _, x = moons_data
     monkeypatch.setattr(_flow_posterior, "_MAX_POOL_ROUNDS", 1)  # no pool growth
-    est = clone(fitted_moons).set_params(num_proposals=1)
-    est.__dict__.update({k: v for k, v in fitted_moons.__dict__.items() if k.endswith("_")})
-    est._log_z_seed, est._network_spec = fitted_moons._log_z_seed, fitted_moons._network_spec
+    fitted = fitted_moons_flow
+    est = clone(fitted).set_params(num_proposals=1)
+    est.__dict__.update({k: v for k, v in fitted.__dict__.items() if k.endswith("_")})
+    est._log_z_seed, est._network_spec = fitted._log_z_seed, fitted._network_spec
     with pytest.warns(UserWarning, match=r"Low effective sample size: .* for 500 requested"):
         est.sample(x[0], 500)
 
 
-def test_the_pool_grows_to_the_requested_effective_sample_size(fitted_moons, moons_data):
+def test_the_pool_grows_to_the_requested_effective_sample_size(fitted_moons_flow, moons_data):
     _, _, x = moons_data
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _, ess = fitted_moons.sample(x[0], 500, return_ess=True)
+        _, ess = fitted_moons_flow.sample(x[0], 500, return_ess=True)
     assert ess >= 500
+
+
+def test_exact_marginal_samples_the_conditional_flow_directly(fitted_moons, moons_data):
+    _, _, x = moons_data
+    theta, ess = fitted_moons.sample(x[:3], 400, random_state=0, return_ess=True)
+    assert theta.shape == (3, 400, 2) and np.all(ess == 400)
+    # Exact draws: no resampling, so no repeated rows.
+    assert len(np.unique(theta[0], axis=0)) == 400
+    with torch.no_grad():
+        summary = fitted_moons.network_.embed(torch.as_tensor(x[:1], dtype=torch.float32))
+        u = fitted_moons.network_.conditional.sample_and_log_prob((4000,), summary)[0]
+    # The prior is uniform on [-1, 1] and the cube [-2, 2]: theta = u / 2.
+    for column in range(2):
+        pvalue = stats.ks_2samp(theta[0, :, column], u[:, 0, column].numpy() / 2).pvalue
+        assert pvalue > 1e-3
 
 
 def test_verbose_shows_progress(moons_data, tiny, capsys):

@@ -5,26 +5,32 @@ Imports torch and zuko only; the scikit-learn façade lives in :mod:`skfalcon.es
 
 from skfalcon.engine.flows import FLOW_FAMILIES, NormalizedFlow, build_flow
 from skfalcon.engine.importance import (
+    ImportanceSample,
     draw_candidates,
     effective_sample_size,
     importance_sample,
     log_normalizer,
 )
 from skfalcon.engine.normalization import RunningNorm
-from skfalcon.engine.posterior import DualFlowPosterior
+from skfalcon.engine.posterior import DualFlowPosterior, UniformCube
+from skfalcon.engine.store import SampleStore, log_ratio_to_proposal
 from skfalcon.engine.training import TrainingDivergedError, TrainingResult, train
 
 __all__ = [
     "FLOW_FAMILIES",
     "DualFlowPosterior",
+    "ImportanceSample",
     "NormalizedFlow",
     "RunningNorm",
+    "SampleStore",
     "TrainingDivergedError",
     "TrainingResult",
+    "UniformCube",
     "build_flow",
     "draw_candidates",
     "effective_sample_size",
     "importance_sample",
     "log_normalizer",
+    "log_ratio_to_proposal",
     "train",
 ]

@@ -20,8 +20,12 @@ sequential rounds. Out-of-cube candidates lose :math:`\lambda` (``out_of_bounds_
 rather than :math:`\infty`, so a pool with no candidate inside the cube still resamples;
 NaN and :math:`-\infty` log-weights become ``nan_replacement``. Samples are drawn from the
 pool with replacement in proportion to :math:`w`. The pool's effective sample size is
-Kish's :math:`(\sum w)^2 / \sum w^2`, and the normalizing constant of the posterior,
-:math:`Z = \int_C q/m \, du`, is estimated by :math:`\frac1N \sum \mathbb{1}_C\, (q/m)/g`.
+Kish's :math:`(\sum w)^2 / \sum w^2`, and the normalizing constant of the target,
+:math:`Z = \int_C t \, du`, is estimated by :math:`\frac1N \sum \mathbb{1}_C\, t/g`, which
+gives each sample its normalized log-density :math:`\log t(u) - \log Z`.
+
+:math:`m` is :attr:`DualFlowPosterior.inference_marginal`: the marginal flow, or the exact
+uniform prior when every training row came from the prior.
 """
 
 import math
@@ -34,6 +38,7 @@ from skfalcon.engine.posterior import DualFlowPosterior
 
 __all__ = [
     "CandidatePool",
+    "ImportanceSample",
     "draw_candidates",
     "effective_sample_size",
     "importance_sample",
@@ -45,12 +50,13 @@ __all__ = [
 class CandidatePool:
     """Candidates ``u`` of shape ``(N, m, d)`` for ``m`` observations, with
     ``log_ratio`` :math:`\\log q - \\log m`, ``log_proposal`` :math:`\\log g` and ``in_cube``,
-    each of shape ``(N, m)``."""
+    each of shape ``(N, m)``. The first ``n_conditional`` rows were drawn from :math:`q`."""
 
     u: Tensor
     log_ratio: Tensor
     log_proposal: Tensor
     in_cube: Tensor
+    n_conditional: int = 0
 
 
 def draw_candidates(
@@ -69,7 +75,7 @@ def draw_candidates(
     m = summary.shape[0]
     n_q = round(beta * n_candidates)
     n_m = n_candidates - n_q
-    conditional, marginal = posterior.conditional, posterior.marginal
+    conditional, marginal = posterior.conditional, posterior.inference_marginal
     parts_u, parts_q, parts_m = [], [], []
     if n_q > 0:
         u_q, log_q = conditional.sample_and_log_prob((n_q,), summary)
@@ -88,7 +94,7 @@ def draw_candidates(
     log_one_minus_beta = math.log1p(-beta) if beta < 1 else -math.inf
     log_proposal = torch.logaddexp(log_beta + log_q, log_one_minus_beta + log_m)
     in_cube = (u.abs() <= bound).all(dim=-1)
-    return CandidatePool(u, log_q - log_m, log_proposal, in_cube)
+    return CandidatePool(u, log_q - log_m, log_proposal, in_cube, n_q)
 
 
 def effective_sample_size(log_weights: Tensor, dim: int = 0) -> Tensor:
@@ -105,6 +111,31 @@ def log_normalizer(pool: CandidatePool) -> Tensor:
     return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
 
 
+@dataclass
+class ImportanceSample:
+    """What :func:`importance_sample` returns, for ``m`` observations and ``n`` samples each.
+
+    Attributes
+    ----------
+    u : Tensor of shape (m, n, d)
+        The samples.
+    ess : Tensor of shape (m,)
+        Kish effective sample size of the whole pool.
+    log_density : Tensor of shape (m, n)
+        Normalized log-density of each sample under the target, :math:`\\log t - \\log Z`.
+    log_normalizer : Tensor of shape (m,)
+        :math:`\\log Z` of the target on the cube.
+    out_of_cube_fraction : Tensor of shape (m,)
+        Fraction of the candidates drawn from :math:`q` that fell outside the cube.
+    """
+
+    u: Tensor
+    ess: Tensor
+    log_density: Tensor
+    log_normalizer: Tensor
+    out_of_cube_fraction: Tensor
+
+
 def importance_sample(
     posterior: DualFlowPosterior,
     summary: Tensor,
@@ -118,31 +149,45 @@ def importance_sample(
     exponent: float = 1.0,
     min_ess: float = 0.0,
     max_rounds: int = 1,
-) -> tuple[Tensor, Tensor]:
+) -> ImportanceSample:
     r"""Resample ``n_samples`` per observation from pools of ``n_samples * num_proposals``.
 
     The pool grows by another such draw while the effective sample size of some
     observation is below ``min_ess``, for at most ``max_rounds`` draws in all (one host
-    sync per draw). Returns samples of shape ``(m, n_samples, d)`` and the final pool's
-    effective sample size, shape ``(m,)``. Uses torch's global random state (seed it from
-    outside).
+    sync per draw). Uses torch's global random state (seed it from outside).
     """
-    candidates, log_weights = [], []
+    candidates, log_weights, log_targets, log_proposals, in_cube, outside = ([] for _ in range(6))
     for _ in range(max_rounds):
         pool = draw_candidates(
             posterior, summary, n_samples * num_proposals, beta=beta, bound=bound
         )
-        log_w = exponent * pool.log_ratio - pool.log_proposal
+        log_target = exponent * pool.log_ratio
+        log_w = log_target - pool.log_proposal
         log_w = torch.where(pool.in_cube, log_w, log_w - out_of_bounds_penalty)
         log_w = torch.where(torch.isnan(log_w) | (log_w == -math.inf), nan_replacement, log_w)
         candidates.append(pool.u)
         log_weights.append(log_w)
+        log_targets.append(log_target)
+        log_proposals.append(pool.log_proposal)
+        in_cube.append(pool.in_cube)
+        outside.append((~pool.in_cube[: pool.n_conditional]).sum(0))
         ess = effective_sample_size(torch.cat(log_weights), dim=0)
         if bool((ess >= min_ess).all()):
             break
     u, log_w = torch.cat(candidates), torch.cat(log_weights)
+    log_target, in_cube = torch.cat(log_targets), torch.cat(in_cube)
+    # Z from the unpenalized weights of the candidates inside the cube, the target's support.
+    log_w_target = log_target - torch.cat(log_proposals)
+    log_w_target = torch.where(in_cube & torch.isfinite(log_w_target), log_w_target, -math.inf)
+    log_z = torch.logsumexp(log_w_target, dim=0) - math.log(log_w_target.shape[0])
+    n_conditional = max(pool.n_conditional * len(outside), 1)
+    out_of_cube = torch.stack(outside).sum(0).to(log_w.dtype) / n_conditional
+
     probs = torch.softmax(log_w.T, dim=-1)  # (m, N)
     index = torch.multinomial(probs, n_samples, replacement=True)  # (m, n)
     u = u.transpose(0, 1)  # (m, N, d)
     samples = torch.gather(u, 1, index.unsqueeze(-1).expand(-1, -1, u.shape[-1]))
-    return samples, ess
+    sample_log_target = torch.gather(log_target.T, 1, index)  # (m, n)
+    return ImportanceSample(
+        samples, ess, sample_log_target - log_z.unsqueeze(-1), log_z, out_of_cube
+    )

@@ -17,9 +17,17 @@ so that :math:`q(u \mid x) \to \tilde p(u \mid x) \propto p(x \mid u)\,\tilde p(
 
     p(u \mid x) \propto p(x \mid u)\,\pi(u) \propto \frac{q(u \mid x)}{m(u)}\,\mathbb{1}_C(u).
 
+When every training row was drawn from the prior, :math:`\tilde p = \pi` is known
+exactly: with ``marginal_is_prior`` set, :math:`m` is the uniform density
+:math:`(2b)^{-d}` on the cube, the marginal flow is not trained, and the posterior is
+:math:`q` restricted to the cube. Dividing by an exact constant instead of a learned
+density removes the marginal flow's error from every weight.
+
 Without a prior (``marginal=False``) the training distribution is taken as the prior and
 the posterior is :math:`q` itself (plain neural posterior estimation).
 """
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +35,36 @@ from torch import Tensor, nn
 from skfalcon.engine.flows import NormalizedFlow, build_flow
 from skfalcon.engine.normalization import RunningNorm
 
-__all__ = ["DualFlowPosterior"]
+__all__ = ["DualFlowPosterior", "UniformCube"]
+
+
+class UniformCube(nn.Module):
+    r"""The uniform density :math:`(2b)^{-d}` on the cube :math:`(-b, b)^d`.
+
+    Has the interface of :class:`~skfalcon.engine.flows.NormalizedFlow` without context,
+    so it can stand in for the marginal flow. ``log_prob`` does not test membership of
+    the cube: the importance sampler handles candidates outside it.
+    """
+
+    def __init__(self, features: int, bound: float):
+        super().__init__()
+        self.features = features
+        self.bound = bound
+        self._log_density = -features * math.log(2 * bound)
+        # Follows the module across devices; not persistent, so state dicts do not change.
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+
+    def log_prob(self, v: Tensor, context: Tensor | None = None) -> Tensor:
+        return torch.full(v.shape[:-1], self._log_density, dtype=v.dtype, device=v.device)
+
+    def sample_and_log_prob(
+        self, shape: tuple[int, ...], context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        anchor = self._anchor
+        v = self.bound * (
+            2 * torch.rand(*shape, self.features, dtype=anchor.dtype, device=anchor.device) - 1
+        )
+        return v, self.log_prob(v)
 
 
 class DualFlowPosterior(nn.Module):
@@ -43,6 +80,10 @@ class DualFlowPosterior(nn.Module):
         Dimension of the summaries.
     marginal : bool
         Fit :math:`m(u)`; without it the posterior is :math:`q`.
+    marginal_is_prior : bool
+        Use the exact prior (uniform on the cube) as :math:`m` and leave the marginal flow
+        untrained; needs ``cube_bound``. A plain attribute, switched by the caller when the
+        training distribution changes.
     net_type, num_transforms, hidden_features, num_bins
         Flow family and size, for both flows (see :func:`~skfalcon.engine.flows.build_flow`).
     theta_norm : bool
@@ -71,6 +112,7 @@ class DualFlowPosterior(nn.Module):
         adaptive_momentum: bool = False,
         use_log_update: bool = False,
         cube_bound: float | None = None,
+        marginal_is_prior: bool = False,
     ):
         super().__init__()
         self.features = features
@@ -94,10 +136,21 @@ class DualFlowPosterior(nn.Module):
 
         self.conditional = make(context)
         self.marginal = make(0) if marginal else None
+        self.uniform = UniformCube(features, cube_bound) if cube_bound is not None else None
+        if marginal_is_prior and self.uniform is None:
+            raise ValueError("marginal_is_prior needs cube_bound")
+        self.marginal_is_prior = marginal_is_prior
 
     @property
     def has_marginal(self) -> bool:
         return self.marginal is not None
+
+    @property
+    def inference_marginal(self) -> nn.Module | None:
+        r"""The density used as :math:`m` at inference: the exact prior or the marginal flow."""
+        if self.marginal is None:
+            return None
+        return self.uniform if self.marginal_is_prior else self.marginal
 
     def embed(self, x: Tensor) -> Tensor:
         """Summaries :math:`s(x)`."""
@@ -106,10 +159,11 @@ class DualFlowPosterior(nn.Module):
     def losses(self, u: Tensor, x: Tensor) -> Tensor:
         r"""Mean negative log-likelihoods ``[-log q(u|s(x)), -log m(u)]`` of a batch.
 
-        The training objective is their sum; the marginal entry is 0 without :math:`m`.
+        The training objective is their sum; the marginal entry is 0 without :math:`m` or
+        when :math:`m` is the exact prior.
         """
         nll_conditional = -self.conditional.log_prob(u, self.embed(x)).mean()
-        if self.marginal is None:
+        if self.marginal is None or self.marginal_is_prior:
             return torch.stack([nll_conditional, torch.zeros_like(nll_conditional)])
         nll_marginal = -self.marginal.log_prob(u).mean()
         return torch.stack([nll_conditional, nll_marginal])
@@ -122,4 +176,4 @@ class DualFlowPosterior(nn.Module):
         log_q = self.conditional.log_prob(u, summary)
         if self.marginal is None:
             return log_q
-        return log_q - self.marginal.log_prob(u)
+        return log_q - self.inference_marginal.log_prob(u)

@@ -66,6 +66,11 @@ class FlowPosteriorParams(BaseModel):
     out_of_bounds_penalty: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 100.0
     nan_replacement: Annotated[float, Field(allow_inf_nan=False)] = -100.0
     gamma: _Probability = 0.5
+    marginal: Literal["auto", "flow"] = "auto"
+    store_capacity: Annotated[int, Field(ge=2)] | None = None
+    discard_samples: bool = False
+    log_ratio_threshold: Annotated[float, Field(allow_inf_nan=False)] = -20.0
+    reset_network_after_pause: bool = False
     nan_policy: Literal["drop", "raise"] = "drop"
     device: str = "auto"
     cache_on_device: bool = True

@@ -1,0 +1,136 @@
+r"""The sample store of sequential training.
+
+Every simulation the estimator trains on lives in a :class:`SampleStore` row: the cube
+coordinates :math:`u`, the observation :math:`x`, the log-density :math:`\log g(u)` of the
+proposal it was drawn from (the prior's for prior draws), whether it came from the prior,
+whether it is a validation row, and the round that added it. Rows are assigned to the
+training or validation split once, when they arrive, and keep that split in later rounds.
+
+The store is immutable: :meth:`SampleStore.append`, :meth:`SampleStore.keep_newest` and
+:meth:`SampleStore.select` return new stores, so a round that fails leaves the fitted
+estimator's store as it was.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from skfalcon.engine.posterior import DualFlowPosterior
+
+__all__ = ["SampleStore", "log_ratio_to_proposal"]
+
+_EVAL_BATCH = 8192
+
+
+@dataclass(frozen=True)
+class SampleStore:
+    """Rows of training data with their provenance; all tensors share the first dimension.
+
+    Attributes
+    ----------
+    u : Tensor of shape (n, d), float32
+    x : Tensor of shape (n, ...), float32
+    log_proposal : Tensor of shape (n,), float64
+        :math:`\\log g(u)` of the distribution each row was drawn from, in ``u`` space.
+    from_prior : Tensor of shape (n,), bool
+    is_validation : Tensor of shape (n,), bool
+    round : Tensor of shape (n,), int64
+        The round (0 for the first) that added each row; larger is newer.
+    """
+
+    u: Tensor
+    x: Tensor
+    log_proposal: Tensor
+    from_prior: Tensor
+    is_validation: Tensor
+    round: Tensor
+
+    def __len__(self) -> int:
+        return self.u.shape[0]
+
+    @classmethod
+    def empty(cls, features: int, observation_shape: tuple[int, ...]) -> "SampleStore":
+        return cls(
+            torch.empty(0, features),
+            torch.empty(0, *observation_shape),
+            torch.empty(0, dtype=torch.float64),
+            torch.empty(0, dtype=torch.bool),
+            torch.empty(0, dtype=torch.bool),
+            torch.empty(0, dtype=torch.long),
+        )
+
+    @property
+    def next_round(self) -> int:
+        return int(self.round.max()) + 1 if len(self) else 0
+
+    @property
+    def all_from_prior(self) -> bool:
+        return bool(self.from_prior.all())
+
+    def append(
+        self,
+        u: Tensor,
+        x: Tensor,
+        log_proposal: Tensor,
+        from_prior: Tensor,
+        is_validation: Tensor,
+    ) -> "SampleStore":
+        """A new store with these rows added as the next round."""
+        n = u.shape[0]
+        round_id = torch.full((n,), self.next_round, dtype=torch.long)
+        return SampleStore(
+            torch.cat([self.u, u.to(self.u.dtype)]),
+            torch.cat([self.x, x.to(self.x.dtype)]),
+            torch.cat([self.log_proposal, log_proposal.to(torch.float64)]),
+            torch.cat([self.from_prior, from_prior.to(torch.bool)]),
+            torch.cat([self.is_validation, is_validation.to(torch.bool)]),
+            torch.cat([self.round, round_id]),
+        )
+
+    def select(self, keep: Tensor) -> "SampleStore":
+        """A new store with the rows where ``keep`` (bool, shape (n,)) is true."""
+        return SampleStore(
+            self.u[keep],
+            self.x[keep],
+            self.log_proposal[keep],
+            self.from_prior[keep],
+            self.is_validation[keep],
+            self.round[keep],
+        )
+
+    def keep_newest(self, n_train: int, n_validation: int) -> "SampleStore":
+        """Drop the oldest rows beyond ``n_train`` training and ``n_validation`` validation rows.
+
+        Rows of one round are dropped in their stored order, so the result is deterministic.
+        """
+        keep = torch.zeros(len(self), dtype=torch.bool)
+        for is_val, limit in ((False, n_train), (True, n_validation)):
+            rows = torch.nonzero(self.is_validation == is_val).flatten()
+            if rows.numel() > limit:
+                rows = rows[rows.numel() - limit :] if limit > 0 else rows[:0]
+            keep[rows] = True
+        return self.select(keep)
+
+
+def log_ratio_to_proposal(
+    posterior: DualFlowPosterior, store: SampleStore, device: torch.device
+) -> Tensor:
+    r""":math:`\log q(u_i \mid x_i) - \log g_i(u_i)` of every row, shape ``(n,)``, float64.
+
+    How much more the current conditional estimate believes in a row's parameters, given
+    the row's own observation, than the proposal that drew them. Rows far below zero were
+    simulated where the posterior of their own data has almost no mass.
+    """
+    values = []
+    was_training = posterior.training
+    posterior.eval()
+    with torch.no_grad():
+        for start in range(0, len(store), _EVAL_BATCH):
+            u = store.u[start : start + _EVAL_BATCH].to(device)
+            x = store.x[start : start + _EVAL_BATCH].to(device)
+            log_q = posterior.conditional.log_prob(u, posterior.embed(x))
+            values.append(log_q.double().cpu())
+    posterior.train(was_training)
+    log_q = torch.cat(values) if values else torch.empty(0, dtype=torch.float64)
+    return log_q - store.log_proposal

@@ -1,0 +1,545 @@
+r"""SequentialInference: propose, simulate, train, for one observation.
+
+Simulations are expensive and only one observation :math:`x_o` matters, so the loop
+draws new parameters from the estimator's widened posterior of :math:`x_o`
+(:meth:`~skfalcon.FlowPosteriorEstimator.sample_proposal`), runs the simulator on them
+(in parallel through joblib, so any joblib backend, Dask or Ray included, spreads the
+work) and continues training with :meth:`~skfalcon.FlowPosteriorEstimator.partial_fit`.
+The posterior :math:`q(u \mid x) / m(u)` corrects for whatever mix of proposals the
+training parameters came from, so no round needs re-weighting.
+
+Three strategies, after Falcon's:
+
+- ``"standard"`` (continuous resampling): ``min_training_samples`` prior simulations
+  start training; every ``resample_interval`` epochs, ``resample_batch_size`` new
+  simulations are drawn from the current proposal and added to a store of at most
+  ``max_training_samples``; when the budget is spent, training runs to convergence.
+- ``"amortized"``: one data set of prior simulations, one fit.
+- ``"round_based"``: ``n_rounds`` rounds; each simulates from the current proposal,
+  replaces the whole store (its capacity is the round size), discards implausible rows
+  and trains to convergence.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from typing import Annotated, Any, Literal
+
+import joblib
+import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from sklearn.base import BaseEstimator, clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_array, check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from skfalcon.estimators._params import _to_python
+from skfalcon.utils import draw_seed
+
+__all__ = ["SequentialInference"]
+
+try:  # joblib >= 1.6 depends on cloudpickle; older versions vendor it
+    import cloudpickle
+except ImportError:  # pragma: no cover
+    from joblib.externals import cloudpickle
+
+logger = logging.getLogger("skfalcon")
+
+# Posterior samples drawn after each round to measure the importance-sampling ESS.
+_ESS_SAMPLES = 1000
+_STRATEGIES = ("standard", "amortized", "round_based")
+_PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class SequentialParams(BaseModel):
+    """The knobs of :class:`SequentialInference`, with their defaults.
+
+    Same conventions as :class:`~skfalcon.estimators._params.FlowPosteriorParams`: strict
+    types, numpy scalars accepted, a bad value raises a ``ValueError`` naming it.
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid", arbitrary_types_allowed=True)
+
+    estimator: Any
+    simulator: Any
+    strategy: Literal[_STRATEGIES] = "standard"  # type: ignore[valid-type]
+    min_training_samples: _PositiveInt = 500
+    max_training_samples: _PositiveInt | None = None
+    resample_batch_size: _PositiveInt = 250
+    resample_interval: _PositiveInt = 10
+    n_rounds: _PositiveInt = 4
+    n_jobs: int | None = None
+    random_state: Any = None
+    verbose: Annotated[int, Field(ge=0)] | bool = 0
+
+    @model_validator(mode="after")
+    def _check_capacity(self) -> SequentialParams:
+        if (
+            self.max_training_samples is not None
+            and self.max_training_samples < self.min_training_samples
+        ):
+            raise ValueError(
+                f"max_training_samples={self.max_training_samples} is below "
+                f"min_training_samples={self.min_training_samples}; the store could not "
+                "hold the first simulations"
+            )
+        return self
+
+    @field_validator("estimator")
+    @classmethod
+    def _check_estimator(cls, value: Any) -> Any:
+        missing = [
+            name
+            for name in ("sample_proposal", "partial_fit", "fit", "sample", "set_params")
+            if not callable(getattr(value, name, None))
+        ]
+        if missing:
+            raise ValueError(
+                "expected a FlowPosteriorEstimator (an estimator with sample_proposal, "
+                f"partial_fit, fit and sample); it lacks {', '.join(missing)}"
+            )
+        if value.get_params().get("prior") is None:
+            raise ValueError(
+                "the estimator needs a prior to propose simulations from; pass prior=[...] to it"
+            )
+        return value
+
+    @field_validator("simulator")
+    @classmethod
+    def _check_simulator(cls, value: Any) -> Any:
+        if not callable(value):
+            raise ValueError("expected a callable taking a (n, d) array of parameters")
+        return value
+
+    @field_validator("n_jobs")
+    @classmethod
+    def _check_n_jobs(cls, value: int | None) -> int | None:
+        if value == 0:
+            raise ValueError("expected None, a positive int, or a negative int as in joblib")
+        return value
+
+    @field_validator("random_state")
+    @classmethod
+    def _check_random_state(cls, value: Any) -> Any:
+        if value is None or isinstance(value, np.random.RandomState):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32:
+            return value
+        raise ValueError("expected None, an int in [0, 2**32) or a numpy RandomState")
+
+
+def _validate(params: dict[str, Any]) -> SequentialParams:
+    """Validate the knobs; a bad one raises a ``ValueError`` naming it, its value and what is allowed."""
+    converted = {
+        k: v if k in ("estimator", "simulator", "random_state") else _to_python(v)
+        for k, v in params.items()
+    }
+    try:
+        return SequentialParams(**converted)
+    except ValidationError as exc:
+        messages = []
+        for error in exc.errors(include_url=False):
+            name = str(error["loc"][0]) if error["loc"] else "?"
+            value = params.get(name, error.get("input"))
+            reason = error["msg"].removeprefix("Value error, ")
+            messages.append(f"{name}={value!r} ({reason[0].lower() + reason[1:]})")
+        raise ValueError(
+            f"Invalid parameter{'s' if len(messages) > 1 else ''} of SequentialInference: "
+            + "; ".join(messages)
+            + "."
+        ) from None
+
+
+def _simulator_name(simulator) -> str:
+    return getattr(simulator, "__qualname__", None) or type(simulator).__qualname__
+
+
+def _simulate(simulator, theta: np.ndarray, n_jobs: int | None) -> np.ndarray:
+    """Run ``simulator`` on the rows of ``theta``, in chunks through :class:`joblib.Parallel`.
+
+    ``theta`` is split into as many chunks as the active joblib backend runs at once for
+    ``n_jobs``, so a Dask or Ray backend (``joblib.parallel_backend``) spreads them over
+    its workers. Returns a float64 array of shape ``(n, n_features)``.
+    """
+    n_chunks = max(1, min(len(theta), joblib.effective_n_jobs(n_jobs)))
+    chunks = np.array_split(theta, n_chunks)
+    try:
+        outputs = joblib.Parallel(n_jobs=n_jobs)(
+            joblib.delayed(simulator)(chunk) for chunk in chunks
+        )
+    except Exception as exc:
+        # Only a process backend pickles the simulator; say so when that is what failed.
+        try:
+            cloudpickle.dumps(simulator)
+        except Exception as pickling_error:
+            raise ValueError(
+                f"The simulator {_simulator_name(simulator)!r} cannot be pickled "
+                f"({pickling_error}), but n_jobs={n_jobs!r} with the active joblib backend "
+                "runs it in other processes. Define it as a module-level function (or an "
+                "object whose attributes pickle), or run it in threads with "
+                "joblib.parallel_backend('threading'), or use n_jobs=None."
+            ) from exc
+        raise
+    results = []
+    for chunk, out in zip(chunks, outputs, strict=True):
+        out = np.asarray(out, dtype=np.float64)
+        if out.ndim == 1 and len(chunk) > 1 and out.shape[0] == len(chunk):
+            out = out[:, None]
+        if out.ndim != 2 or out.shape[0] != len(chunk):
+            raise ValueError(
+                f"The simulator {_simulator_name(simulator)!r} returned an array of shape "
+                f"{out.shape} for {len(chunk)} parameter rows; expected one observation per "
+                f"row, shape ({len(chunk)}, n_features)."
+            )
+        results.append(out)
+    widths = {r.shape[1] for r in results}
+    if len(widths) > 1:
+        raise ValueError(
+            f"The simulator {_simulator_name(simulator)!r} returned observations of "
+            f"different widths {sorted(widths)} for different chunks."
+        )
+    return np.concatenate(results)
+
+
+class SequentialInference(BaseEstimator):
+    r"""Simulate and train in a loop focused on one observation.
+
+    Runs Falcon's loop for a :class:`~skfalcon.FlowPosteriorEstimator`: propose parameters
+    with :meth:`~skfalcon.FlowPosteriorEstimator.sample_proposal`, simulate them, train
+    with :meth:`~skfalcon.FlowPosteriorEstimator.partial_fit`, until the simulation budget
+    given to :meth:`run` is spent. The estimator given is cloned and never modified; the
+    trained clone is ``estimator_``. The widening of the proposal is the estimator's
+    ``gamma``.
+
+    Parameters
+    ----------
+    estimator : FlowPosteriorEstimator
+        The unfitted (or fitted: it is cloned either way) estimator, with a ``prior``.
+        Its ``max_epochs`` bounds the final training; its ``nan_policy`` says what to do
+        with simulations that return NaN or infinity.
+    simulator : callable
+        ``simulator(theta)`` takes a float64 array of shape ``(n, n_parameters)`` and
+        returns ``n`` observations, shape ``(n, n_features)`` (or ``(n,)`` for one
+        feature). Its randomness is its own: seed it inside if runs must repeat.
+    strategy : {"standard", "amortized", "round_based"}, default="standard"
+        ``"standard"``: continuous resampling while training; ``"amortized"``: one set of
+        prior simulations, one fit; ``"round_based"``: ``n_rounds`` rounds of full
+        renewal of the data, with ``discard_samples=True``.
+    min_training_samples : int, default=500
+        ``"standard"``: prior simulations run before training starts.
+    max_training_samples : int, default=None
+        ``"standard"``: the most simulations kept for training (the estimator's
+        ``store_capacity``; the oldest go first). ``None`` keeps all.
+    resample_batch_size : int, default=250
+        ``"standard"``: simulations added from the current proposal at each resample.
+    resample_interval : int, default=10
+        ``"standard"``: training epochs between resamples.
+    n_rounds : int, default=4
+        ``"round_based"``: the budget is split into this many equal rounds; each round's
+        simulations replace the previous ones.
+    n_jobs : int, default=None
+        Parallel simulation: the parameters of a round are split into as many chunks as
+        joblib runs at once and each chunk is one ``simulator`` call in
+        ``joblib.Parallel(n_jobs)``. ``None`` means one call, unless a joblib backend
+        context (``joblib.parallel_backend("dask")``, Ray's) is active, which then runs
+        the chunks on its workers. ``-1`` uses all cores.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the proposals and, when set, the estimator's training in each round.
+    verbose : int, default=0
+        Show a progress bar over rounds with the budget spent, the validation loss and
+        the ESS.
+
+    Attributes
+    ----------
+    estimator_ : FlowPosteriorEstimator
+        The trained clone of ``estimator``.
+    history_ : list of dict
+        One record per round (per resample for ``"standard"``): ``round``,
+        ``n_simulations`` (new in this round), ``n_simulations_total``, ``n_dropped``,
+        ``n_stored`` (rows in the estimator's store), ``n_epochs``, ``train_loss`` and
+        ``val_loss`` (last epoch of the round; the validation set grows across rounds, so
+        compare within a round), ``ess`` (effective sample size of the importance pool of
+        ``estimator_.sample(x_obs, 1000)``), ``seconds_simulate``, ``seconds_train``.
+    n_simulations_ : int
+        Simulations run, dropped ones included.
+    n_dropped_simulations_ : int
+        Simulations dropped because their observation held NaN or infinity
+        (``nan_policy="drop"``).
+    x_obs_ : ndarray of shape (n_features,)
+        The observation the loop focused on.
+
+    See Also
+    --------
+    skfalcon.FlowPosteriorEstimator.sample_proposal : The proposal of each round.
+    skfalcon.FlowPosteriorEstimator.partial_fit : Training on the growing store.
+
+    Examples
+    --------
+    >>> from skfalcon import FlowPosteriorEstimator, SequentialInference
+    >>> from skfalcon.datasets import TwoMoons
+    >>> task = TwoMoons()
+    >>> est = FlowPosteriorEstimator(prior=task.prior, max_epochs=5, random_state=0)
+    >>> loop = SequentialInference(
+    ...     est, task.simulate, min_training_samples=200, resample_batch_size=100,
+    ...     resample_interval=2, random_state=0,
+    ... )
+    >>> loop.run([0.0, 0.0], n_simulations=400).n_simulations_
+    400
+    >>> loop.estimator_.sample([0.0, 0.0], 10).shape
+    (10, 2)
+    """
+
+    def __init__(
+        self,
+        estimator,
+        simulator,
+        *,
+        strategy="standard",
+        min_training_samples=500,
+        max_training_samples=None,
+        resample_batch_size=250,
+        resample_interval=10,
+        n_rounds=4,
+        n_jobs=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.estimator = estimator
+        self.simulator = simulator
+        self.strategy = strategy
+        self.min_training_samples = min_training_samples
+        self.max_training_samples = max_training_samples
+        self.resample_batch_size = resample_batch_size
+        self.resample_interval = resample_interval
+        self.n_rounds = n_rounds
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self, x_obs, n_simulations):
+        """Spend ``n_simulations`` simulator runs learning the posterior of ``x_obs``.
+
+        Parameters
+        ----------
+        x_obs : array-like of shape (n_features,)
+            The observation to focus on.
+        n_simulations : int
+            Simulation budget: rows passed to the simulator in all rounds together.
+
+        Returns
+        -------
+        self : SequentialInference
+            With ``estimator_`` trained and ``history_`` filled.
+        """
+        params = _validate(self.get_params(deep=False))
+        x_obs = check_array(x_obs, ensure_2d=False, dtype=np.float64, input_name="x_obs")
+        if x_obs.ndim == 2 and x_obs.shape[0] == 1:
+            x_obs = x_obs[0]
+        if x_obs.ndim != 1:
+            raise ValueError(
+                f"x_obs must be one observation of shape (n_features,), got shape {x_obs.shape}."
+            )
+        n_simulations = _check_budget(n_simulations, params)
+
+        loop = _Loop(params, clone(params.estimator), x_obs)
+        try:
+            loop.run(n_simulations)
+        finally:
+            loop.close_progress()
+        self.estimator_ = loop.estimator
+        self.history_ = loop.history
+        self.n_simulations_ = loop.n_simulations
+        self.n_dropped_simulations_ = loop.n_dropped
+        self.x_obs_ = x_obs
+        return self
+
+
+def _check_budget(n_simulations, params: SequentialParams) -> int:
+    if (
+        isinstance(n_simulations, (bool, np.bool_))
+        or not isinstance(n_simulations, (int, np.integer))
+        or n_simulations < 1
+    ):
+        raise ValueError(f"n_simulations must be a positive integer, got {n_simulations!r}.")
+    n_simulations = int(n_simulations)
+    if params.strategy == "standard" and n_simulations < params.min_training_samples:
+        raise ValueError(
+            f"n_simulations={n_simulations} is below min_training_samples="
+            f"{params.min_training_samples}; the standard strategy needs at least that many "
+            "prior simulations before training starts."
+        )
+    if params.strategy == "round_based" and n_simulations < params.n_rounds:
+        raise ValueError(
+            f"n_simulations={n_simulations} is below n_rounds={params.n_rounds}; each round "
+            "needs at least one simulation."
+        )
+    return n_simulations
+
+
+class _Loop:
+    """One run of a strategy: the estimator being trained, counts, history, progress bar."""
+
+    def __init__(self, params: SequentialParams, estimator, x_obs: np.ndarray):
+        self.params = params
+        self.estimator = estimator
+        self.x_obs = x_obs
+        self.rng = check_random_state(params.random_state)
+        self.nan_policy = estimator.get_params().get("nan_policy", "drop")
+        self.max_epochs = estimator.get_params()["max_epochs"]
+        self.history: list[dict] = []
+        self.n_simulations = 0
+        self.n_dropped = 0
+        self._bar = None
+
+    def run(self, n_simulations: int) -> None:
+        """Round sizes and estimator settings of the strategy, then the rounds."""
+        params = self.params
+        if params.strategy == "amortized":
+            sizes = [n_simulations]
+        elif params.strategy == "round_based":
+            size, extra = divmod(n_simulations, params.n_rounds)
+            sizes = [size + (i < extra) for i in range(params.n_rounds)]
+            # Full renewal: the store holds one round; implausible rows are discarded.
+            self.estimator.set_params(store_capacity=sizes[0], discard_samples=True)
+        else:
+            first = min(params.min_training_samples, n_simulations)
+            rest = n_simulations - first
+            step = params.resample_batch_size
+            sizes = [first] + [min(step, rest - start) for start in range(0, rest, step)]
+            self.estimator.set_params(store_capacity=params.max_training_samples)
+        if params.verbose:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=len(sizes), desc=params.strategy, unit="round", leave=True)
+        for i, size in enumerate(sizes):
+            final = i == len(sizes) - 1
+            interval = params.resample_interval if params.strategy == "standard" else None
+            self.step(
+                size,
+                fit=params.strategy == "amortized",
+                max_epochs=None if final else interval,
+                final=final,
+            )
+
+    def close_progress(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def step(
+        self, n: int, *, fit: bool = False, max_epochs: int | None = None, final: bool
+    ) -> None:
+        """Propose ``n`` parameters, simulate them and train; append one history record."""
+        estimator, params = self.estimator, self.params
+        start = time.perf_counter()
+        fitted = hasattr(estimator, "network_") and not fit
+        proposal_seed = draw_seed(self.rng)
+        if fitted:
+            theta, log_prob = estimator.sample_proposal(
+                self.x_obs, n, random_state=proposal_seed, return_log_prob=True
+            )
+        else:  # before any fit the proposal is the prior, and the store knows it as such
+            theta, log_prob = (
+                estimator.sample_proposal(self.x_obs, n, random_state=proposal_seed),
+                None,
+            )
+        x = _simulate(params.simulator, theta, params.n_jobs)
+        self.n_simulations += n
+        theta, x, log_prob, n_dropped = self._drop_non_finite(theta, x, log_prob)
+        seconds_simulate = time.perf_counter() - start
+
+        start = time.perf_counter()
+        n_epochs_before = len(getattr(estimator, "history_", [])) if fitted else 0
+        updates = {"max_epochs": self.max_epochs if max_epochs is None else max_epochs}
+        if params.random_state is not None:
+            updates["random_state"] = draw_seed(self.rng)
+        estimator.set_params(**updates)
+        with warnings.catch_warnings():
+            if not final:
+                # A round is meant to stop before convergence; only the last one must converge.
+                warnings.simplefilter("ignore", ConvergenceWarning)
+            if fit:
+                estimator.fit(theta, x)
+            elif log_prob is None:
+                estimator.partial_fit(theta, x)
+            else:
+                estimator.partial_fit(theta, x, theta_log_prob=log_prob)
+        estimator.set_params(max_epochs=self.max_epochs)
+        seconds_train = time.perf_counter() - start
+
+        check_is_fitted(estimator, "network_")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # a low ESS is recorded, not warned
+            _, ess = estimator.sample(
+                self.x_obs, _ESS_SAMPLES, random_state=draw_seed(self.rng), return_ess=True
+            )
+        last = estimator.history_[-1] if estimator.history_ else {}
+        record = {
+            "round": len(self.history),
+            "n_simulations": n,
+            "n_simulations_total": self.n_simulations,
+            "n_dropped": n_dropped,
+            "n_stored": getattr(estimator, "n_stored_simulations_", None),
+            "n_epochs": len(estimator.history_) - n_epochs_before,
+            "train_loss": float(last.get("train_loss", math.nan)),
+            "val_loss": float(last.get("val_loss", math.nan)),
+            "ess": float(ess),
+            "seconds_simulate": seconds_simulate,
+            "seconds_train": seconds_train,
+        }
+        self.history.append(record)
+        logger.info(
+            "%s round %d: %d new simulations (%d in all), %s stored, %d epochs, "
+            "validation loss %.4f, ESS %.0f of %d, simulate %.1f s, train %.1f s",
+            params.strategy,
+            record["round"],
+            n,
+            self.n_simulations,
+            record["n_stored"],
+            record["n_epochs"],
+            record["val_loss"],
+            record["ess"],
+            _ESS_SAMPLES,
+            seconds_simulate,
+            seconds_train,
+        )
+        if self._bar is not None:
+            self._bar.set_postfix(
+                sims=self.n_simulations, val=f"{record['val_loss']:.3f}", ess=f"{ess:.0f}"
+            )
+            self._bar.update(1)
+
+    def _drop_non_finite(self, theta, x, log_prob):
+        bad = ~np.isfinite(x).all(axis=1)
+        n_bad = int(bad.sum())
+        if not n_bad:
+            return theta, x, log_prob, 0
+        name = _simulator_name(self.params.simulator)
+        first = int(np.flatnonzero(bad)[0])
+        if self.nan_policy == "raise" or n_bad == len(x):
+            raise ValueError(
+                f"The simulator {name!r} returned NaN or infinity for {n_bad} of {len(x)} "
+                f"parameter rows (first: theta={theta[first].tolist()}); with the "
+                f"estimator's nan_policy={self.nan_policy!r} "
+                + ("they cannot be used." if self.nan_policy == "raise" else "no row is left.")
+            )
+        warnings.warn(
+            f"Dropped {n_bad} of {len(x)} simulations whose observation holds NaN or "
+            f"infinity (first: theta={theta[first].tolist()}); nan_policy='drop'.",
+            UserWarning,
+            stacklevel=5,
+        )
+        self.n_dropped += n_bad
+        keep = ~bad
+        return theta[keep], x[keep], None if log_prob is None else log_prob[keep], n_bad

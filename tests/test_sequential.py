@@ -1,0 +1,254 @@
+"""SequentialInference: the propose, simulate, train loop and its parallel simulation."""
+
+import logging
+import threading
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from skfalcon import FlowPosteriorEstimator, SequentialInference
+from skfalcon.datasets import TwoMoons
+
+PRIOR = [("uniform", -1.0, 1.0), ("uniform", -1.0, 1.0)]
+X_OBS = np.array([0.3, -0.2])
+
+
+def toy_simulator(theta):
+    """x = theta + noise; a module-level function, so process backends can pickle it."""
+    rng = np.random.default_rng(int(1e6 * abs(theta[0, 0])))
+    return theta + 0.1 * rng.standard_normal(theta.shape)
+
+
+def nan_simulator(theta):
+    """NaN wherever theta_0 > 0.6 (about a fifth of the prior)."""
+    x = toy_simulator(theta)
+    x[theta[:, 0] > 0.6] = np.nan
+    return x
+
+
+def dask_worker_simulator(theta):
+    """Fails unless it runs inside a dask worker."""
+    from dask.distributed import get_worker
+
+    get_worker()
+    return toy_simulator(theta)
+
+
+class LockedSimulator:
+    """A simulator holding a lock: it cannot be pickled, so it cannot go to processes."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+
+    def __call__(self, theta):
+        with self.lock:
+            return toy_simulator(theta)
+
+
+@pytest.fixture
+def estimator(tiny):
+    return FlowPosteriorEstimator(prior=PRIOR, random_state=0, **{**tiny, "max_epochs": 4})
+
+
+def loop(estimator, simulator=toy_simulator, **kwargs):
+    knobs = dict(min_training_samples=200, resample_batch_size=100, resample_interval=2)
+    return SequentialInference(estimator, simulator, random_state=0, **{**knobs, **kwargs})
+
+
+def test_two_round_run_bookkeeping(estimator):
+    params_before = estimator.get_params()
+    seq = loop(estimator).run(X_OBS, n_simulations=300)
+
+    assert seq.n_simulations_ == 300
+    assert seq.n_dropped_simulations_ == 0
+    assert [r["round"] for r in seq.history_] == [0, 1]
+    assert [r["n_simulations"] for r in seq.history_] == [200, 100]
+    assert [r["n_simulations_total"] for r in seq.history_] == [200, 300]
+    assert [r["n_stored"] for r in seq.history_] == [200, 300]
+    # The first round trains resample_interval epochs, the last to max_epochs at most.
+    assert seq.history_[0]["n_epochs"] == 2
+    assert 1 <= seq.history_[1]["n_epochs"] <= 4
+    for record in seq.history_:
+        assert np.isfinite([record["train_loss"], record["val_loss"]]).all()
+        assert record["ess"] > 0
+        assert record["seconds_simulate"] >= 0 and record["seconds_train"] > 0
+    assert seq.estimator_.n_stored_simulations_ == 300
+    assert seq.estimator_.max_epochs == 4  # restored after the short rounds
+    assert seq.estimator_.sample(X_OBS, 7).shape == (7, 2)
+    # The estimator given is a template: never fitted, never changed.
+    assert not hasattr(estimator, "network_")
+    assert estimator.get_params() == params_before
+    assert seq.estimator_ is not estimator
+
+
+def test_run_is_reproducible_with_random_state(estimator):
+    first = loop(estimator).run(X_OBS, 300).estimator_.sample(X_OBS, 20, random_state=1)
+    second = loop(estimator).run(X_OBS, 300).estimator_.sample(X_OBS, 20, random_state=1)
+    np.testing.assert_array_equal(first, second)
+
+
+@pytest.mark.parametrize(
+    "strategy, kwargs, sizes",
+    [
+        ("amortized", {}, [350]),
+        ("round_based", {"n_rounds": 2}, [175, 175]),
+        ("standard", {"max_training_samples": 250}, [200, 100, 50]),
+    ],
+)
+def test_each_strategy_runs(estimator, strategy, kwargs, sizes):
+    seq = loop(estimator, strategy=strategy, **kwargs).run(X_OBS, 350)
+    assert [r["n_simulations"] for r in seq.history_] == sizes
+    assert seq.n_simulations_ == 350
+    stored = [r["n_stored"] for r in seq.history_]
+    if strategy == "round_based":
+        assert seq.estimator_.discard_samples is True
+        assert max(stored) <= 175  # full renewal: one round at a time
+    elif strategy == "standard":
+        assert stored == [200, 250, 250]  # capped by max_training_samples
+    else:
+        assert stored == [350]
+    assert seq.estimator_.sample(X_OBS, 5).shape == (5, 2)
+
+
+def test_two_moons_run_focuses_simulations(tiny):
+    task = TwoMoons()
+    est = FlowPosteriorEstimator(prior=task.prior, random_state=0, **{**tiny, "max_epochs": 3})
+    x_obs = task.simulate(np.array([[0.5, 0.5]]), random_state=0)[0]
+    seq = SequentialInference(
+        est,
+        task.simulate,
+        min_training_samples=300,
+        resample_batch_size=150,
+        resample_interval=3,
+        random_state=0,
+    ).run(x_obs, 600)
+    assert seq.n_simulations_ == 600 and len(seq.history_) == 3
+    assert seq.estimator_.sample(x_obs, 10).shape == (10, 2)
+
+
+def test_run_under_dask_backend(estimator):
+    # Two workers: with one, joblib runs a single job in this process, not on dask.
+    distributed = pytest.importorskip("dask.distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster),
+        joblib.parallel_backend("dask"),
+    ):
+        seq = loop(estimator, dask_worker_simulator).run(X_OBS, 300)
+    assert seq.n_simulations_ == 300
+    with pytest.raises(ValueError, match="dask|worker"):  # the simulator really needs dask
+        loop(estimator, dask_worker_simulator).run(X_OBS, 300)
+
+
+def test_threads_split_the_batch(estimator):
+    calls = []
+
+    def counting(theta):  # a closure: fine in threads, no pickling
+        calls.append(len(theta))
+        return toy_simulator(theta)
+
+    with joblib.parallel_backend("threading"):
+        loop(estimator, counting, n_jobs=2).run(X_OBS, 300)
+    assert sorted(calls) == [50, 50, 100, 100]
+
+
+def test_nan_rows_are_dropped_and_counted(estimator):
+    with pytest.warns(UserWarning, match="Dropped .* NaN or infinity"):
+        seq = loop(estimator, nan_simulator).run(X_OBS, 300)
+    dropped = [r["n_dropped"] for r in seq.history_]
+    assert seq.n_dropped_simulations_ == sum(dropped) > 0
+    assert seq.n_simulations_ == 300
+    assert seq.history_[-1]["n_stored"] == 300 - seq.n_dropped_simulations_
+
+
+def test_nan_rows_raise_with_nan_policy_raise(estimator):
+    estimator.set_params(nan_policy="raise")
+    with pytest.raises(ValueError, match=r"'nan_simulator' returned NaN or infinity for \d+ of"):
+        loop(estimator, nan_simulator).run(X_OBS, 300)
+
+
+def test_unpicklable_simulator_gets_a_clear_error(estimator):
+    with pytest.raises(ValueError, match="'LockedSimulator' cannot be pickled .* module-level"):
+        loop(estimator, LockedSimulator(), n_jobs=2).run(X_OBS, 300)
+    # Threads share memory: nothing to pickle, so it runs.
+    with joblib.parallel_backend("threading"):
+        assert loop(estimator, LockedSimulator(), n_jobs=2).run(X_OBS, 300).n_simulations_ == 300
+
+
+@pytest.mark.parametrize(
+    "output, match",
+    [
+        (lambda theta: theta[:-1], r"shape \(\d+, 2\) for \d+ parameter rows"),
+        (lambda theta: theta[:, :, None], r"expected one observation per row"),
+    ],
+)
+def test_simulator_output_shape_is_checked(estimator, output, match):
+    with pytest.raises(ValueError, match=match):
+        loop(estimator, output).run(X_OBS, 300)
+
+
+def test_one_feature_simulator_output_is_a_column(tiny):
+    est = FlowPosteriorEstimator(prior=PRIOR[:1], random_state=0, **tiny)
+    seq = loop(est, lambda theta: theta[:, 0] + 0.1, strategy="amortized").run([0.2], 200)
+    assert seq.estimator_.n_observation_features_ == 1
+
+
+@pytest.mark.parametrize(
+    "name, value, match",
+    [
+        ("strategy", "adaptive", r"strategy='adaptive' \(input should be 'standard', 'amortized'"),
+        ("min_training_samples", 0, r"min_training_samples=0 \(input should be greater than"),
+        ("resample_batch_size", 2.5, r"resample_batch_size=2.5 \(input should be a valid integer"),
+        ("resample_interval", True, r"resample_interval=True"),
+        ("n_rounds", -1, r"n_rounds=-1"),
+        ("max_training_samples", 100, r"max_training_samples=100 is below min_training_samples"),
+        ("n_jobs", 0, r"n_jobs=0 \(expected None, a positive int"),
+        ("random_state", "seed", r"random_state='seed'"),
+        ("simulator", 3, r"simulator=3 \(expected a callable"),
+        ("estimator", "est", r"estimator='est' \(expected a FlowPosteriorEstimator"),
+    ],
+)
+def test_bad_knobs_raise(estimator, name, value, match):
+    seq = loop(estimator).set_params(**{name: value})
+    with pytest.raises(ValueError, match=match):
+        seq.run(X_OBS, 300)
+
+
+def test_numpy_knobs_are_accepted(estimator):
+    seq = loop(estimator, resample_batch_size=np.int64(100), n_rounds=np.int32(2))
+    assert seq.run(X_OBS, np.int64(300)).n_simulations_ == 300
+
+
+@pytest.mark.parametrize(
+    "kwargs, x_obs, n, match",
+    [
+        ({}, X_OBS, 100, r"n_simulations=100 is below min_training_samples=200"),
+        ({}, X_OBS, 0, r"n_simulations must be a positive integer, got 0"),
+        ({"strategy": "round_based", "n_rounds": 5}, X_OBS, 3, r"below n_rounds=5"),
+        ({}, np.zeros((2, 2)), 300, r"x_obs must be one observation"),
+    ],
+)
+def test_bad_run_arguments_raise(estimator, kwargs, x_obs, n, match):
+    with pytest.raises(ValueError, match=match):
+        loop(estimator, **kwargs).run(x_obs, n)
+
+
+def test_estimator_without_prior_is_refused(tiny):
+    with pytest.raises(ValueError, match="(?s)estimator=.* needs a prior"):
+        loop(FlowPosteriorEstimator(**tiny)).run(X_OBS, 300)
+
+
+def test_verbose_shows_a_bar_and_logs(estimator, capsys, caplog):
+    with caplog.at_level(logging.INFO, logger="skfalcon"):
+        loop(estimator, verbose=1).run(X_OBS, 300)
+    assert "standard" in capsys.readouterr().err
+    assert any("standard round 1: 100 new simulations" in m for m in caplog.messages)
+
+
+def test_clone_and_params_round_trip(estimator):
+    seq = loop(estimator, strategy="round_based", n_rounds=3)
+    assert clone(seq).get_params()["n_rounds"] == 3
