@@ -7,10 +7,8 @@
    expected.
 
 Estimators are tiny (one epoch) and cached per ``(n_parameters, n_features)`` so hypothesis
-examples do not refit; accuracy is tested elsewhere. Inputs that are known to crash or to
-give an unclear message are ``xfail(strict=True)`` at the end of the file, each with the
-behaviour seen today: fixing one turns its test into an XPASS, which fails the run until the
-marker is removed.
+examples do not refit; accuracy is tested elsewhere. The tests at the end of the file pin
+inputs that once crashed inside torch or gave an unclear message.
 """
 
 import copy
@@ -450,22 +448,37 @@ def test_partial_fit_after_fit_checks_both_widths(d, f, f_bad, c_bad):
 @pytest.mark.parametrize(
     ("theta", "x", "error", "match"),
     [
-        # scikit-learn's own messages for X (its estimator checks expect them)
-        (np.zeros(20), np.zeros((20, 2)), ValueError, r"^Expected 2D array, got 1D array"),
-        (np.zeros((20, 2, 1)), np.zeros((20, 2)), ValueError, r"^Found array with dim 3.* by Flow"),
+        # scikit-learn's own messages for X, prefixed with the argument they are about
+        (
+            np.zeros(20),
+            np.zeros((20, 2)),
+            ValueError,
+            r"^theta \(X\): Expected 2D array, got 1D array",
+        ),
+        (
+            np.zeros((20, 2, 1)),
+            np.zeros((20, 2)),
+            ValueError,
+            r"^theta \(X\): Found array with dim 3.* by Flow",
+        ),
         (
             np.zeros((0, 2)),
             np.zeros((0, 2)),
             ValueError,
-            r"^Found array with 0 sample\(s\) \(shape=\(0, 2\)\) while a minimum of 1 is required by Flow",
+            r"^theta \(X\): Found array with 0 sample\(s\) \(shape=\(0, 2\)\) while a minimum of 1 is required by Flow",
         ),
         (
             np.zeros((20, 0)),
             np.zeros((20, 2)),
             ValueError,
-            r"^Found array with 0 feature\(s\) \(shape=\(20, 0\)\) while a minimum of 1 is required by Flow",
+            r"^theta \(X\): Found array with 0 feature\(s\) \(shape=\(20, 0\)\) while a minimum of 1 is required by Flow",
         ),
-        (np.zeros((20, 2)) + 1j, np.zeros((20, 2)), ValueError, r"^Complex data not supported"),
+        (
+            np.zeros((20, 2)) + 1j,
+            np.zeros((20, 2)),
+            ValueError,
+            r"^theta \(X\): Complex data not supported",
+        ),
         (np.zeros((20, 2)), None, ValueError, r"requires y to be passed.* call fit\(theta, x\)"),
         (
             np.zeros((20, 2)),
@@ -619,17 +632,10 @@ def test_bad_hyperparameters_name_the_parameter_and_the_value(data, name):
 
 
 # ---------------------------------------------------------------------------- known gaps
-# Each of these is a bad input that crashes deep inside torch or numpy, returns silent NaN,
-# or gives a message that does not name the argument. ``raises=`` pins today's failure: the
-# assertion of the message, or the exception type it crashes with.
+# Each of these was a bad input that crashed deep inside torch or numpy, returned silent NaN,
+# or gave a message that did not name the argument, until the façade handled it.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="marginalize covering every parameter crashes in torch: skfalcon/engine/"
-    "normalization.py:63 RuntimeError: cannot reshape tensor of 0 elements into shape [-1, 0]",
-)
 def test_marginalizing_every_parameter_is_refused_clearly():
     theta, x = _data(2, 2, 20)
     est = FlowPosteriorEstimator(prior=_prior(2), marginalize=[0, 1], **_KW)
@@ -637,12 +643,6 @@ def test_marginalizing_every_parameter_is_refused_clearly():
         est.fit(theta, x)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="a prior of only fixed parameters crashes in torch: skfalcon/engine/"
-    "normalization.py:63 RuntimeError: cannot reshape tensor of 0 elements into shape [-1, 0]",
-)
 def test_a_prior_with_nothing_to_infer_is_refused_clearly():
     _, x = _data(2, 2, 20)
     est = FlowPosteriorEstimator(prior=[("fixed", 0.5), ("fixed", 0.5)], **_KW)
@@ -650,13 +650,6 @@ def test_a_prior_with_nothing_to_infer_is_refused_clearly():
         est.fit(np.full((20, 2), 0.5), x)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="x at 3e38 or beyond (near or past float32's max) overflows in the float32 cast or "
-    "the running normalisation: sample returns all-NaN rows with ESS = n_samples and no "
-    "warning; log_prob returns NaN",
-)
 @pytest.mark.parametrize("method", ["sample", "log_prob"])
 def test_observations_beyond_float32_are_refused_or_finite(method):
     est = _fitted(2, 2)
@@ -668,15 +661,6 @@ def test_observations_beyond_float32_are_refused_or_finite(method):
         assert np.isfinite(out).all(), out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="one huge x row poisons the running normalisation of x, silently: 1e30 (finite in "
-    "float32) makes embedding.var inf, so the feature is ignored from then on; 1e39 (inf "
-    "after the float32 cast) makes embedding.mean/var NaN even though its step is 'skipped' "
-    "(RunningNorm.update runs before the loss check), so every sample is NaN without "
-    "use_best_models, and later epochs diverge with it",
-)
 @pytest.mark.parametrize("big", [1e30, 1e39])
 def test_one_huge_observation_row_is_refused_or_harmless(big):
     theta, x = _data(2, 2, 200)
@@ -691,13 +675,6 @@ def test_one_huge_observation_row_is_refused_or_harmless(big):
         assert [k for k, v in state.items() if not torch.isfinite(v).all()] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="x=None (theta=None in log_prob, y=None in score) is reported as 'Input x contains "
-    "NaN.' "
-    "(sklearn check_array turns None into a NaN object array)",
-)
 @pytest.mark.parametrize("method", [*_OBSERVATION_METHODS, "log_prob-theta", "score"])
 def test_none_is_not_reported_as_nan(method):
     est = _fitted(2, 2)
@@ -813,12 +790,6 @@ def _unnamed_call(call, value):
     return est.sample(np.zeros(2), 3, random_state=value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the right error type, but scikit-learn's/numpy's generic message does not name "
-    "the argument (today's message in the test id's parameters)",
-)
 @pytest.mark.parametrize(
     ("call", "argument", "value", "today"),
     _UNNAMED,
@@ -829,25 +800,12 @@ def test_generic_messages_name_the_argument(call, argument, value, today):
         _unnamed_call(call, value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="betas=(0.9,) gives 'betas=(0.9,) (field required)', which does not say that two "
-    "coefficients are expected",
-)
 def test_betas_of_the_wrong_length_say_two_are_expected():
     theta, x = _data(2, 2, 20)
     with pytest.raises(ValueError, match=r"betas=\(0\.9,\) \(.*2"):
         FlowPosteriorEstimator(prior=_prior(2), **{**_KW, "betas": (0.9,)}).fit(theta, x)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="device='cpu\\n' passes the validator (re.match with $ matches before a trailing "
-    "newline) and crashes in torch: skfalcon/utils/device.py:18 torch.device(device) "
-    "RuntimeError: Invalid device string: 'cpu\\n'",
-)
 def test_device_with_a_trailing_newline_is_an_invalid_hyperparameter():
     theta, x = _data(2, 2, 20)
     with pytest.raises(ValueError, match=r"Invalid hyperparameter .*device="):

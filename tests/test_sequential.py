@@ -1,5 +1,6 @@
 """SequentialInference: the propose, simulate, train loop and its parallel simulation."""
 
+import inspect
 import logging
 import threading
 
@@ -252,3 +253,14 @@ def test_verbose_shows_a_bar_and_logs(estimator, capsys, caplog):
 def test_clone_and_params_round_trip(estimator):
     seq = loop(estimator, strategy="round_based", n_rounds=3)
     assert clone(seq).get_params()["n_rounds"] == 3
+
+
+def test_signature_mirrors_the_params_model():
+    from skfalcon.sequential import SequentialParams
+
+    signature = inspect.signature(SequentialInference)
+    fields = SequentialParams.model_fields
+    assert list(signature.parameters) == list(fields)
+    for name, parameter in signature.parameters.items():
+        if parameter.default is not inspect.Parameter.empty:
+            assert fields[name].default == parameter.default, name

@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_array
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
 from skfalcon._version import __version__
@@ -25,6 +24,12 @@ from skfalcon.engine.store import SampleStore, log_ratio_to_proposal
 from skfalcon.estimators._params import FlowPosteriorParams, validate_params
 from skfalcon.priors import make_prior
 from skfalcon.utils import draw_seed, resolve_device, torch_seed_scope
+from skfalcon.utils.validation import (
+    MAX_ABS_VALUE,
+    check_magnitude,
+    named_errors,
+    to_float_array,
+)
 
 __all__ = ["FlowPosteriorEstimator"]
 
@@ -352,11 +357,11 @@ class FlowPosteriorEstimator(BaseEstimator):
                 f"{type(self).__name__} requires y to be passed, but the target y is None: "
                 "call fit(theta, x) with the simulated observations x."
             )
-        theta = validate_data(self, X, reset=reset, dtype=np.float64, ensure_min_samples=1)
-        x = check_array(
-            y, ensure_2d=False, dtype=np.float64, ensure_all_finite=False, input_name="y"
-        )
-        check_consistent_length(theta, x)
+        with named_errors("theta (X)"):
+            theta = validate_data(self, X, reset=reset, dtype=np.float64, ensure_min_samples=1)
+        x = to_float_array(y, "x (y)", ensure_all_finite=False, allow_nd=True)
+        with named_errors("theta (X) and x (y)"):
+            check_consistent_length(theta, x)
         if x.ndim == 1:
             x = x[:, None]
         elif x.ndim != 2:
@@ -369,18 +374,26 @@ class FlowPosteriorEstimator(BaseEstimator):
                 f"x has {x.shape[1]} features, but {type(self).__name__} was fitted with "
                 f"{self.n_observation_features_}."
             )
-        bad = ~np.isfinite(x).all(axis=1)
+        # Values beyond MAX_ABS_VALUE would overflow float32 training: a failed simulation.
+        huge = (np.abs(np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)) > MAX_ABS_VALUE).any(1)
+        bad = ~np.isfinite(x).all(axis=1) | huge
         n_bad = int(bad.sum())
         if n_bad:
             first = int(np.flatnonzero(bad)[0])
+            what = "NaN or infinity" + (
+                f" (or values of magnitude above {MAX_ABS_VALUE:.0e}, which overflow float32 "
+                "training; rescale x if that is its scale)"
+                if huge.any()
+                else ""
+            )
             if params.nan_policy == "raise" or n_bad == len(x):
                 raise ValueError(
-                    f"x holds NaN or infinity in {n_bad} of {len(x)} simulations (first at "
+                    f"x holds {what} in {n_bad} of {len(x)} simulations (first at "
                     f"row {first}); with nan_policy={params.nan_policy!r} they "
                     + ("cannot be used." if params.nan_policy == "raise" else "leave no data.")
                 )
             warnings.warn(
-                f"Dropped {n_bad} of {len(x)} simulations whose x holds NaN or infinity "
+                f"Dropped {n_bad} of {len(x)} simulations whose x holds {what} "
                 f"(first at row {first}); nan_policy='drop'.",
                 UserWarning,
                 stacklevel=4,
@@ -417,7 +430,8 @@ class FlowPosteriorEstimator(BaseEstimator):
 
     def _check_observations(self, x, name: str = "x") -> tuple[np.ndarray, bool]:
         """Observations as a 2-D float64 array and whether a single one was given."""
-        x = check_array(x, ensure_2d=False, dtype=np.float64, input_name=name)
+        x = to_float_array(x, name)
+        check_magnitude(x, name)
         n_features = self.n_observation_features_
         if x.ndim == 1:
             if x.shape[0] != n_features:
@@ -507,13 +521,7 @@ class FlowPosteriorEstimator(BaseEstimator):
                 "taken as the prior, so rows from a proposal cannot be told apart. Pass "
                 "prior=[...] to the estimator."
             )
-        log_prob = check_array(
-            theta_log_prob,
-            ensure_2d=False,
-            dtype=np.float64,
-            ensure_all_finite=False,
-            input_name="theta_log_prob",
-        )
+        log_prob = to_float_array(theta_log_prob, "theta_log_prob", ensure_all_finite=False)
         if log_prob.shape != (n_rows,):
             raise ValueError(
                 f"theta_log_prob has shape {log_prob.shape}, but theta has {n_rows} rows; "
@@ -548,6 +556,13 @@ class FlowPosteriorEstimator(BaseEstimator):
                 raise ValueError(
                     f"theta has {theta.shape[1]} columns but the prior has "
                     f"{prior.n_parameters} parameters."
+                )
+            if prior is not None and prior.n_free == 0:
+                raise ValueError(
+                    f"The prior leaves nothing to infer: of its {prior.n_parameters} "
+                    f"parameters, {int(prior.fixed_mask.sum())} are fixed and "
+                    f"{int(prior.marginalized_mask.sum())} marginalized "
+                    f"(marginalize={params.marginalize!r}); at least one must be neither."
                 )
             shift, scale = np.zeros(theta.shape[1]), np.ones(theta.shape[1])
         if prior is None and not continue_training and len(theta) > 1:
@@ -813,7 +828,8 @@ class FlowPosteriorEstimator(BaseEstimator):
         n_samples = _check_positive_int(n_samples, "n_samples")
         params = self._validated_params()
         x2d, single = self._check_observations(x)
-        seed = draw_seed(self.random_state if random_state is None else random_state)
+        with named_errors("random_state"):
+            seed = draw_seed(self.random_state if random_state is None else random_state)
         with torch.no_grad(), torch_seed_scope(seed, self.device_):
             summary = self.network_.embed(
                 torch.as_tensor(x2d, dtype=torch.float32).to(self.device_)
@@ -885,12 +901,13 @@ class FlowPosteriorEstimator(BaseEstimator):
         log_prob : ndarray of shape (n,)
         """
         check_is_fitted(self, "network_")
-        theta = check_array(theta, ensure_2d=False, dtype=np.float64, input_name="theta")
+        theta = to_float_array(theta, "theta")
+        given_shape = theta.shape
         theta = theta[None, :] if theta.ndim == 1 else theta
         allowed = {self.n_parameters_, self.n_features_in_}
         if theta.ndim != 2 or theta.shape[1] not in allowed:
             raise ValueError(
-                f"theta has shape {theta.shape}; expected (n, {self.n_parameters_})"
+                f"theta has shape {given_shape}; expected (n, {self.n_parameters_})"
                 + (f" or (n, {self.n_features_in_})" if len(allowed) > 1 else "")
                 + "."
             )
@@ -933,8 +950,9 @@ class FlowPosteriorEstimator(BaseEstimator):
         score : float
         """
         check_is_fitted(self, "network_")
-        theta = validate_data(self, X, reset=False, dtype=np.float64)
-        x = check_array(y, ensure_2d=False, dtype=np.float64, input_name="y")
+        with named_errors("theta (X)"):
+            theta = validate_data(self, X, reset=False, dtype=np.float64)
+        x = to_float_array(y, "x (y)")
         if x.ndim == 1 and self.n_observation_features_ == 1:
             x = x[:, None]
         return float(np.mean(self.log_prob(theta, x)))
@@ -981,7 +999,8 @@ class FlowPosteriorEstimator(BaseEstimator):
                 "it cannot tell the prior apart from the training distribution. Pass "
                 "prior=[...] to the estimator."
             )
-        seed = draw_seed(self.random_state if random_state is None else random_state)
+        with named_errors("random_state"):
+            seed = draw_seed(self.random_state if random_state is None else random_state)
         device = self.device_ if fitted else torch.device("cpu")
         with torch.no_grad(), torch_seed_scope(seed, device):
             theta = prior.sample(n_samples)

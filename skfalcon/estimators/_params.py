@@ -37,7 +37,7 @@ class FlowPosteriorParams(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", arbitrary_types_allowed=True)
 
     prior: Any = None
-    marginalize: tuple[Annotated[int, Field(ge=0)], ...] | None = None
+    marginalize: tuple[Annotated[int, Field(ge=0)], ...] | Annotated[int, Field(ge=0)] | None = None
     hypercube_bound: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 2.0
     net_type: Literal[tuple(FLOW_FAMILIES)] = "nsf"  # type: ignore[valid-type]
     num_transforms: Annotated[int, Field(ge=1)] = 5
@@ -91,7 +91,7 @@ class FlowPosteriorParams(BaseModel):
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:
-        if not _DEVICE_PATTERN.match(value):
+        if not _DEVICE_PATTERN.fullmatch(value):
             raise ValueError("expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
         return value
 
@@ -116,6 +116,9 @@ def validate_params(params: dict[str, Any], owner: str) -> FlowPosteriorParams:
             name = str(error["loc"][0]) if error["loc"] else "?"
             value = params.get(name, error.get("input"))
             reason = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "missing" and len(error["loc"]) > 1:
+                # A too-short tuple: pydantic reports the missing item as "field required".
+                reason = f"expected {len(FlowPosteriorParams.model_fields[name].default)} values"
             messages.append(f"{name}={value!r} ({reason[0].lower() + reason[1:]})")
         raise ValueError(
             f"Invalid hyperparameter{'s' if len(messages) > 1 else ''} of {owner}: "
