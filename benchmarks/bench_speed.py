@@ -7,15 +7,15 @@ One command prints five markdown tables (and writes them, with a JSON record, un
    simulations, skfalcon and sbi's NPE (NSF) on the same data, repeats interleaved (the
    order alternates every repeat) so machine noise hits both; medians, their ratio and C2ST.
 2. **sampling**: posterior samples per second for one observation and for many at once,
-   against the per-sample scheme with 256 candidates (the same estimator with
-   ``num_proposals=256``) and against sbi; C2ST of each on one observation.
+   against the per-sample scheme with 256 candidates (the engine's importance sampler on
+   the same fitted networks) and against sbi; C2ST of each on one observation.
 3. **log_prob**: pairs ``(theta, x)`` per second with :math:`Z(x)` cached, for one
    observation and for many.
 4. **memory**: peak resident memory of a fit on many simulations of a 10-D task, in a
    subprocess, next to the size of the data.
 5. **profile**: where one epoch's time goes (cProfile, by stage, and torch.profiler, by
-   operator), and one epoch timed with the training loop of a baseline revision against
-   the current one, in interleaved subprocesses.
+   operator), and sampling and ``log_prob`` timed with the rows per forward pass used
+   before and after the change this profile led to, interleaved in one process.
 
 Run ``python benchmarks/bench_speed.py --help`` for the options and see
 ``benchmarks/README.md`` for the protocol. This is a script, not a test.
@@ -34,7 +34,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -62,8 +61,6 @@ SECTIONS = ("fit", "sampling", "log_prob", "memory", "profile")
 METHODS = ("skfalcon", "sbi")
 # The per-sample scheme the sampling table compares with: candidates per output sample.
 PER_SAMPLE_CANDIDATES = 256
-# Training-loop files of the engine that the profile section swaps for a baseline's.
-LOOP_FILES = ("skfalcon/engine/training.py",)
 
 
 def log(message: str) -> None:
@@ -224,20 +221,48 @@ def timed_draws(function, repeats):
     return statistics.median(seconds), result
 
 
+def per_sample_scheme(estimator, x_o, n, seed):
+    """Falcon's scheme on skfalcon's fitted networks: ``PER_SAMPLE_CANDIDATES`` candidates
+    per output sample from the mixture of the conditional flow and the marginal, weighted
+    by importance and resampled (:func:`skfalcon.engine.importance_sample`).
+
+    The marginal is the one the estimator infers with (the exact prior after a fit on
+    prior simulations), which is cheaper per candidate than Falcon's learned marginal flow,
+    so the speed-up against this baseline is a lower bound. Pools hold at most
+    ``2**14`` candidates, the chunk size that runs fastest on a CPU.
+    """
+    from skfalcon.engine import importance_sample
+
+    network, prior = estimator.network_, estimator.prior_
+    per_pool = max(1, 2**14 // PER_SAMPLE_CANDIDATES)
+    torch.manual_seed(seed)  # a benchmark: torch's global generator is fine here
+    parts = []
+    with torch.no_grad():
+        summary = network.embed(torch.as_tensor(x_o[None], dtype=torch.float32))
+        for start in range(0, n, per_pool):
+            draw = importance_sample(
+                network,
+                summary,
+                min(per_pool, n - start),
+                num_proposals=PER_SAMPLE_CANDIDATES,
+                beta=estimator.proposal_mixture_beta,
+                bound=prior.hypercube_bound,
+                out_of_bounds_penalty=estimator.out_of_bounds_penalty,
+                nan_replacement=estimator.nan_replacement,
+            )
+            parts.append(draw.u[0])
+    return prior.from_cube(torch.cat(parts).double()).numpy()
+
+
 def bench_sampling(args, models):
     task, size, fitted = fitted_models(args, models, args.sample_task)
     estimator, posterior = fitted["skfalcon"], fitted["sbi"]
-    default_proposals = estimator.num_proposals
     x_o = task.observations(1)[1][0]
     xs = task.observations(args.n_observations, random_state=1)[1]
     rows, records = [], []
 
     def per_sample(k, n):
-        estimator.set_params(num_proposals=PER_SAMPLE_CANDIDATES)
-        try:
-            return estimator.sample(x_o, n, random_state=k)
-        finally:
-            estimator.set_params(num_proposals=default_proposals)
+        return per_sample_scheme(estimator, x_o, n, k)
 
     cases = [("1", n) for n in args.sample_sizes] + [
         (f"{args.n_observations:,}", args.samples_per_observation)
@@ -520,48 +545,6 @@ def bench_memory(args):
 # ------------------------------------------------------------------------ 5. profile
 
 
-def epoch_child(task_name, n, epochs):
-    """Time ``epochs`` epochs of a default fit; print a JSON record (run in a subprocess)."""
-    from skfalcon import FlowPosteriorEstimator
-
-    torch.set_num_threads(1)
-    task = TASKS[task_name]()
-    theta, x = simulations(task, n)
-    estimator = FlowPosteriorEstimator(prior=task.prior, max_epochs=epochs, random_state=0)
-    with warnings.catch_warnings(), Stopwatch() as watch:
-        warnings.simplefilter("ignore")
-        estimator.fit(theta, x)
-    seconds = [r["seconds"] for r in estimator.history_]
-    print(
-        json.dumps(
-            {
-                "skfalcon": skfalcon.__file__,
-                # The first epoch carries one-off warm-up costs.
-                "epoch_s": statistics.median(seconds[1:] or seconds),
-                "fit_cpu_s": watch.cpu,
-                "fit_wall_s": watch.wall,
-            }
-        )
-    )
-
-
-def export_baseline(ref, directory):
-    """The current ``skfalcon`` package with ``LOOP_FILES`` as of git revision ``ref``."""
-    package = Path(skfalcon.__file__).resolve().parent
-    target = Path(directory)
-    subprocess.run(
-        ["cp", "-r", str(package), str(target / "skfalcon")], check=True, capture_output=True
-    )
-    for name in LOOP_FILES:
-        old = subprocess.run(
-            ["git", "-C", str(REPO), "show", f"{ref}:{name}"],
-            check=True,
-            capture_output=True,
-        ).stdout
-        (target / name).write_bytes(old)
-    return str(target)
-
-
 def profile_stages(task_name, n):
     """cProfile of one epoch, grouped by stage of the training step."""
     from torch.profiler import ProfilerActivity, profile
@@ -583,7 +566,7 @@ def profile_stages(task_name, n):
     stats = pstats.Stats(profiler, stream=io.StringIO())
     total = max(t[3] for t in stats.stats.values())  # cumulative time of the outermost call
     stages = {
-        "forward: conditional and marginal log-densities (losses)": ("posterior.py", "losses"),
+        "forward: flow log-densities (losses)": ("posterior.py", "losses"),
         "backward": ("graph.py", "_engine_run_backward"),
         "optimizer step (AdamW)": ("optimizer.py", "wrapper"),
         "validation losses": ("training.py", "_mean_losses"),
@@ -606,43 +589,79 @@ def profile_stages(task_name, n):
     return markdown(["stage", "s", "%"], rows), ops
 
 
-def bench_profile(args):
+def inference_chunks(args, models):
+    """Sampling and log_prob with the rows per forward pass of before and after the change
+    to 2**14 rows on the CPU, in this process, on one fitted model, repeats interleaved."""
+    import skfalcon.estimators._flow_posterior as facade
+
+    if not hasattr(facade, "_INFERENCE_ROWS"):
+        return None, None
+    task, _, fitted = fitted_models(args, models, args.sample_task)
+    estimator = fitted["skfalcon"]
+    x_o = task.observations(1)[1][0]
+    n = args.chunk_samples
+    theta = task.sample_prior(n, random_state=3)
+    estimator.log_prob(theta[:1], x_o)  # Z(x) cached outside the timings
+    cases = {
+        # label: (call, rows before: 2**18 exact draws, log_prob in one pass, 2**16 pools)
+        f"sample, {n:,} exact draws": (lambda: estimator.sample(x_o, n, random_state=0), 2**18),
+        f"log_prob, {n:,} pairs": (lambda: estimator.log_prob(theta, x_o), max(n, 2**18)),
+        f"sample_proposal, {n // 10:,} (importance sampling)": (
+            lambda: estimator.sample_proposal(x_o, n // 10, random_state=0),
+            2**16,
+        ),
+    }
+    after_rows = dict(facade._INFERENCE_ROWS)
+    rows, record = [], {}
+    for label, (call, before_rows) in cases.items():
+        times = {"before": [], "after": []}
+        for repeat in range(args.sample_repeats):
+            order = ("before", "after") if repeat % 2 == 0 else ("after", "before")
+            for name in order:
+                facade._INFERENCE_ROWS["cpu"] = (
+                    before_rows if name == "before" else after_rows["cpu"]
+                )
+                try:
+                    times[name].append(timed_draws(lambda k, call=call: call(), 1)[0])
+                finally:
+                    facade._INFERENCE_ROWS.update(after_rows)
+        before, after = median(times["before"]), median(times["after"])
+        count = n // 10 if label.startswith("sample_proposal") else n
+        rows.append(
+            [
+                label,
+                f"{before_rows:,}",
+                f"{after_rows['cpu']:,}",
+                fmt(count / before, ",.0f"),
+                fmt(count / after, ",.0f"),
+                fmt(before / after, ".2f"),
+            ]
+        )
+        record[label] = times
+        log(f"[profile] {label}: {times}")
+    table = markdown(
+        ["call", "rows per pass before", "after", "per s before", "per s after", "speed-up"],
+        rows,
+    )
+    return table, record
+
+
+def bench_profile(args, models):
     task_name, n = args.profile_task, args.profile_simulations
     stage_table, ops = profile_stages(task_name, n)
     log(f"[profile] stages of one epoch ({task_name}, n={n:,}):\n{stage_table}")
-
-    times = {"baseline": [], "current": []}
-    with tempfile.TemporaryDirectory() as directory:
-        try:
-            baseline = export_baseline(args.baseline_ref, directory)
-        except (subprocess.CalledProcessError, FileNotFoundError) as error:
-            log(f"[profile] no baseline {args.baseline_ref!r} ({error}); before/after skipped")
-            baseline = None
-        current = str(Path(skfalcon.__file__).resolve().parent.parent)
-        for repeat in range(args.repeats if baseline else 0):
-            order = ("baseline", "current") if repeat % 2 == 0 else ("current", "baseline")
-            for name in order:
-                path = baseline if name == "baseline" else current
-                record = run_child(
-                    ["--child", "epoch", task_name, str(n), str(args.profile_epochs)], path
-                )
-                times[name].append(record)
-                log(f"[profile] {name} repeat {repeat}: {record}")
-    rows = []
-    if times["current"]:
-        for key, label in (("epoch_s", "median epoch, wall s"), ("fit_cpu_s", "fit, CPU s")):
-            before = median([r[key] for r in times["baseline"]])
-            after = median([r[key] for r in times["current"]])
-            rows.append([label, fmt(before, ".3f"), fmt(after, ".3f"), fmt(after / before, ".2f")])
-    table = stage_table + "\n\n```\n" + ops + "\n```"
-    if rows:
+    table = (
+        f"One epoch of a default fit, {task_name}, {n:,} simulations (cProfile, cumulative):"
+        f"\n\n{stage_table}\n\nThe same epoch by operator (torch.profiler, top 12 by self "
+        f"CPU time):\n\n```\n{ops}\n```"
+    )
+    chunks, record = inference_chunks(args, models)
+    if chunks is not None:
         table += (
-            f"\n\nTraining loop of {args.baseline_ref} ({', '.join(LOOP_FILES)}) against the "
-            f"current one, {task_name}, {n:,} simulations, {args.profile_epochs} epochs, "
-            f"median of {args.repeats} interleaved subprocesses:\n\n"
-            + markdown(["", "before", "after", "after / before"], rows)
+            f"\n\nInference in chunks of rows, before and after, {args.sample_task}, same "
+            f"model and process, median of {args.sample_repeats} interleaved repeats:\n\n" + chunks
         )
-    return table, {"stages": stage_table, "before_after": times}
+    return table, {"stages": stage_table, "inference_chunks": record}
 
 
 # --------------------------------------------------------------------------- main
@@ -680,11 +699,8 @@ def parse_args(argv=None):
     )
     parser.add_argument("--profile-task", choices=sorted(TASKS), default="two_moons")
     parser.add_argument("--profile-simulations", type=int, default=10_000)
-    parser.add_argument("--profile-epochs", type=int, default=4)
     parser.add_argument(
-        "--baseline-ref",
-        default="cfc0434",
-        help="git revision whose training loop is the 'before' of the profile section",
+        "--chunk-samples", type=int, default=None, help="draws and pairs of the chunk timings"
     )
     parser.add_argument("--quick", action="store_true", help="smoke run with small sizes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -702,13 +718,13 @@ def parse_args(argv=None):
         "samples_per_observation": 100 if quick else 1000,
         "log_prob_pairs": 10**4 if quick else 10**5,
         "memory_simulations": 10**5 if quick else 10**6,
+        "chunk_samples": 10**4 if quick else 10**5,
     }
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     if quick:
         args.memory_epochs, args.profile_simulations = 1, 2000
-        args.profile_epochs = 2
     return args
 
 
@@ -716,10 +732,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.child:
         kind, *rest = args.child
-        if kind == "memory":
-            memory_child(int(rest[0]), int(rest[1]), rest[2])
-        else:
-            epoch_child(rest[0], int(rest[1]), int(rest[2]))
+        memory_child(int(rest[0]), int(rest[1]), rest[2])
         return
     check_importable(METHODS)
     torch.set_num_threads(args.threads)
@@ -741,7 +754,7 @@ def main(argv=None):
         "sampling": lambda: bench_sampling(args, models),
         "log_prob": lambda: bench_log_prob(args, models),
         "memory": lambda: bench_memory(args),
-        "profile": lambda: bench_profile(args),
+        "profile": lambda: bench_profile(args, models),
     }
     for section in SECTIONS:
         if section not in args.sections:
