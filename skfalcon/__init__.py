@@ -1,6 +1,7 @@
 """skfalcon: flow posterior estimation for simulation-based inference, as a scikit-learn estimator."""
 
 from skfalcon._version import __version__
+from skfalcon.engine import RunningNorm
 from skfalcon.estimators import FlowPosteriorEstimator
 from skfalcon.persistence import load, save
 from skfalcon.priors import FactorizedPrior
@@ -9,6 +10,7 @@ from skfalcon.sequential import SequentialInference
 __all__ = [
     "FactorizedPrior",
     "FlowPosteriorEstimator",
+    "RunningNorm",
     "SequentialInference",
     "__version__",
     "load",

@@ -1,8 +1,17 @@
-"""The torch engine: flows, running normalisation, training loop, importance sampling.
+"""The torch engine: flows, embeddings, running normalisation, training, importance sampling.
 
 Imports torch and zuko only; the scikit-learn façade lives in :mod:`skfalcon.estimators`.
 """
 
+from skfalcon.engine.embeddings import (
+    EMBEDDING_PRESETS,
+    CNN1dEmbedding,
+    DeepSetEmbedding,
+    MLPEmbedding,
+    MultiInputEmbedding,
+    SplitInputs,
+    build_embedding,
+)
 from skfalcon.engine.flows import FLOW_FAMILIES, NormalizedFlow, build_flow
 from skfalcon.engine.importance import (
     ImportanceSample,
@@ -17,7 +26,13 @@ from skfalcon.engine.store import SampleStore, log_ratio_to_proposal
 from skfalcon.engine.training import TrainingDivergedError, TrainingResult, train
 
 __all__ = [
+    "EMBEDDING_PRESETS",
     "FLOW_FAMILIES",
+    "CNN1dEmbedding",
+    "DeepSetEmbedding",
+    "MLPEmbedding",
+    "MultiInputEmbedding",
+    "SplitInputs",
     "DualFlowPosterior",
     "ImportanceSample",
     "NormalizedFlow",
@@ -26,6 +41,7 @@ __all__ = [
     "TrainingDivergedError",
     "TrainingResult",
     "UniformCube",
+    "build_embedding",
     "build_flow",
     "draw_candidates",
     "effective_sample_size",

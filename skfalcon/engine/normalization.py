@@ -40,6 +40,23 @@ class RunningNorm(nn.Module):
         Use :math:`\max(\alpha, 1/t)` at update :math:`t`.
     use_log_update : bool
         Average variances geometrically rather than arithmetically.
+
+    Notes
+    -----
+    Exported as ``skfalcon.RunningNorm`` for embedding modules of your own: put it in front
+    of the layers that need normalised inputs. Inputs ``(..., features)`` are normalised
+    over the last axis, with statistics pooled over all other axes; they update only in
+    training mode, so on training rows and never on validation rows. A feature whose
+    variance is below ``1e-12`` is only centred, never divided by a vanishing scale.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skfalcon import RunningNorm
+    >>> norm = RunningNorm(3)
+    >>> z = norm(torch.randn(64, 3) * 5 + 2)  # training mode: updates the statistics
+    >>> norm.eval()(torch.zeros(1, 3)).shape
+    torch.Size([1, 3])
     """
 
     def __init__(

@@ -19,7 +19,8 @@ so that :math:`q(u \mid x) \to \tilde p(u \mid x) \propto p(x \mid u)\,\tilde p(
 
 When every training row was drawn from the prior, :math:`\tilde p = \pi` is known
 exactly: with ``marginal_is_prior`` set, :math:`m` is the uniform density
-:math:`(2b)^{-d}` on the cube, the marginal flow is not trained, and the posterior is
+:math:`(2b)^{-d}` on the cube, the marginal flow need not be trained
+(``train_marginal``), and the posterior is
 :math:`q` restricted to the cube. Dividing by an exact constant instead of a learned
 density removes the marginal flow's error from every weight.
 
@@ -140,6 +141,8 @@ class DualFlowPosterior(nn.Module):
         if marginal_is_prior and self.uniform is None:
             raise ValueError("marginal_is_prior needs cube_bound")
         self.marginal_is_prior = marginal_is_prior
+        # Whether losses() includes the marginal flow; it may be trained ahead of its use.
+        self.train_marginal = not marginal_is_prior
 
     @property
     def has_marginal(self) -> bool:
@@ -160,10 +163,10 @@ class DualFlowPosterior(nn.Module):
         r"""Mean negative log-likelihoods ``[-log q(u|s(x)), -log m(u)]`` of a batch.
 
         The training objective is their sum; the marginal entry is 0 without :math:`m` or
-        when :math:`m` is the exact prior.
+        when ``train_marginal`` is off (the exact prior serving as :math:`m`).
         """
         nll_conditional = -self.conditional.log_prob(u, self.embed(x)).mean()
-        if self.marginal is None or self.marginal_is_prior:
+        if self.marginal is None or not self.train_marginal:
             return torch.stack([nll_conditional, torch.zeros_like(nll_conditional)])
         nll_marginal = -self.marginal.log_prob(u).mean()
         return torch.stack([nll_conditional, nll_marginal])

@@ -1,18 +1,21 @@
 """Validation of FlowPosteriorEstimator's hyperparameters (one pydantic model)."""
 
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from torch import nn
 
-from skfalcon.engine import FLOW_FAMILIES
+from skfalcon.engine import EMBEDDING_PRESETS, FLOW_FAMILIES
 
 __all__ = ["FlowPosteriorParams", "validate_params"]
 
 _Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 _Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+_Widths = Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)]
 
 
 def _to_python(value: Any) -> Any:
@@ -46,7 +49,11 @@ class FlowPosteriorParams(BaseModel):
         128,
     )
     num_bins: Annotated[int, Field(ge=2)] = 16
-    embedding: None = None
+    embedding: Any = None
+    embedding_features: Annotated[int, Field(ge=1)] = 32
+    embedding_hidden_features: _Widths = (128, 128)
+    embedding_channels: _Widths = (16, 32)
+    embedding_kernel_size: Annotated[int, Field(ge=1)] = 5
     theta_norm: bool = True
     norm_momentum: Annotated[float, Field(gt=0.0, le=1.0)] = 0.01
     adaptive_momentum: bool = False
@@ -95,6 +102,20 @@ class FlowPosteriorParams(BaseModel):
             raise ValueError("expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
         return value
 
+    @field_validator("embedding")
+    @classmethod
+    def _check_embedding(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            if value and all(isinstance(k, str) and _is_embedding(v) for k, v in value.items()):
+                return value
+        elif _is_embedding(value):
+            return value
+        raise ValueError(
+            f"expected None, one of {sorted(EMBEDDING_PRESETS)}, a torch.nn.Module, a callable "
+            "factory(observation_shape) -> nn.Module, or a non-empty dict of these per "
+            "observation name"
+        )
+
     @field_validator("random_state")
     @classmethod
     def _check_random_state(cls, value: Any) -> Any:
@@ -104,6 +125,13 @@ class FlowPosteriorParams(BaseModel):
             if 0 <= value < 2**32:
                 return value
         raise ValueError("expected None, an int in [0, 2**32) or a numpy RandomState")
+
+
+def _is_embedding(value: Any) -> bool:
+    """One input's embedding: None, a preset name, a module or a factory."""
+    if isinstance(value, str):
+        return value in EMBEDDING_PRESETS
+    return value is None or isinstance(value, nn.Module) or callable(value)
 
 
 def validate_params(params: dict[str, Any], owner: str) -> FlowPosteriorParams:

@@ -1,0 +1,231 @@
+"""Sequential versus amortized inference, and versus sbi's sequential NPE, per simulation.
+
+For one observation of each task, every method gets a budget of simulations and
+learns the posterior of that observation; its samples are compared with exact
+reference samples by C2ST (0.5: indistinguishable from the truth, 1.0: fully
+separable). Methods:
+
+- ``sequential``: ``skfalcon.SequentialInference`` with the standard strategy
+  (continuous resampling) and every knob at its default;
+- ``round_based``: the same with ``strategy="round_based"``;
+- ``amortized``: the same estimator fitted once on prior simulations;
+- ``sbi_snpe_c``: sbi's multi-round NPE-C (atomic loss), the budget split into
+  ``--sbi-rounds`` equal rounds, each proposing from the last posterior;
+- ``sbi_tsnpe``: sbi's truncated sequential NPE, the same rounds, each proposing from
+  the prior truncated to the last posterior's highest-density region.
+
+Run ``python benchmarks/bench_sequential.py --help`` for the options and see
+``benchmarks/README.md`` for the setup. This is a script, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from bench_accuracy import TASKS, environment, log, n_cores, sbi_prior
+
+from skfalcon.metrics import c2st
+
+METHODS = ("sequential", "round_based", "amortized", "sbi_snpe_c", "sbi_tsnpe")
+DEFAULT_METHODS = ("sequential", "amortized", "sbi_snpe_c")
+
+
+class TaskSimulator:
+    """The task's simulator with a random stream that advances from call to call."""
+
+    def __init__(self, task, seed):
+        self.task = task
+        self.rng = np.random.RandomState(seed)
+
+    def __call__(self, theta):
+        return self.task.simulate(theta, random_state=self.rng)
+
+
+# ------------------------------------------------------------------ methods
+
+
+def run_skfalcon(strategy, task, x_obs, budget, n_samples, seed):
+    """SequentialInference with the given strategy, every other knob at its default."""
+    from skfalcon import FlowPosteriorEstimator, SequentialInference
+
+    estimator = FlowPosteriorEstimator(prior=task.prior, random_state=seed)
+    loop = SequentialInference(
+        estimator, TaskSimulator(task, [seed, 2]), strategy=strategy, random_state=seed
+    )
+    loop.run(x_obs, budget)
+    samples = loop.estimator_.sample(x_obs, n_samples, random_state=seed)
+    return samples, {"rounds": len(loop.history_), "epochs": loop.estimator_.n_iter_}
+
+
+def run_sbi(variant, task, x_obs, budget, n_samples, seed, n_rounds):
+    """sbi's NPE-C (multi-round, atomic loss) or truncated sequential NPE."""
+    from sbi.inference import NPE
+    from sbi.utils import RestrictedPrior, get_density_thresholder
+
+    torch.manual_seed(seed)  # sbi draws from torch's global generator
+    simulator = TaskSimulator(task, [seed, 2])
+    prior = sbi_prior(task)
+    x_o = torch.as_tensor(x_obs, dtype=torch.float32)
+    inference = NPE(prior=prior, density_estimator="nsf", show_progress_bars=False)
+    proposal = prior
+    sizes = [budget // n_rounds + (i < budget % n_rounds) for i in range(n_rounds)]
+    for size in sizes:
+        theta = proposal.sample((size,))
+        x = torch.as_tensor(simulator(theta.numpy().astype(np.float64)), dtype=torch.float32)
+        if variant == "sbi_snpe_c":
+            inference.append_simulations(theta, x, proposal=proposal).train()
+            proposal = inference.build_posterior().set_default_x(x_o)
+        else:
+            inference.append_simulations(theta, x).train(force_first_round_loss=True)
+            posterior = inference.build_posterior().set_default_x(x_o)
+            threshold = get_density_thresholder(posterior, quantile=1e-4)
+            proposal = RestrictedPrior(prior, threshold, sample_with="rejection")
+    posterior = inference.build_posterior().set_default_x(x_o)
+    samples = posterior.sample((n_samples,), show_progress_bars=False)
+    return samples.numpy().astype(np.float64), {"rounds": n_rounds}
+
+
+def run_method(method, task, x_obs, budget, n_samples, seed, args):
+    if method == "sequential":
+        return run_skfalcon("standard", task, x_obs, budget, n_samples, seed)
+    if method in ("round_based", "amortized"):
+        return run_skfalcon(method, task, x_obs, budget, n_samples, seed)
+    return run_sbi(method, task, x_obs, budget, n_samples, seed, args.sbi_rounds)
+
+
+# --------------------------------------------------------------------- main
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=list(TASKS))
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS))
+    parser.add_argument(
+        "--budgets",
+        nargs="+",
+        type=int,
+        default=None,
+        help="simulation budgets of every method but amortized (default 1000 2000 5000)",
+    )
+    parser.add_argument(
+        "--amortized-budgets",
+        nargs="+",
+        type=int,
+        default=None,
+        help="simulation budgets of amortized (default 1000 2000 5000 10000)",
+    )
+    parser.add_argument(
+        "--n-samples", type=int, default=None, help="posterior and reference samples (10000)"
+    )
+    parser.add_argument("--n-observations", type=int, default=1)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--sbi-rounds", type=int, default=4, help="rounds of the sbi methods")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: budgets 1000 2000, amortized 2000, 2000 samples",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: the CPU cores)"
+    )
+    parser.add_argument(
+        "--out", default=None, help="JSON record (default benchmarks/results/sequential.json)"
+    )
+    args = parser.parse_args(argv)
+    args.budgets = args.budgets or ([1000, 2000] if args.quick else [1000, 2000, 5000])
+    args.amortized_budgets = args.amortized_budgets or (
+        [2000] if args.quick else [1000, 2000, 5000, 10_000]
+    )
+    args.n_samples = args.n_samples or (2000 if args.quick else 10_000)
+    args.out = args.out or os.path.join(os.path.dirname(__file__), "results", "sequential.json")
+    return args
+
+
+def markdown_table(records, budgets):
+    """One row per task and method, one column per budget: median C2ST over observations and seeds."""
+    lines = [
+        "| task | method | " + " | ".join(f"{b:,} sims" for b in budgets) + " |",
+        "|---|---|" + "---|" * len(budgets),
+    ]
+    keys = list(dict.fromkeys((r["task"], r["method"]) for r in records))
+    for task, method in keys:
+        cells = []
+        for budget in budgets:
+            scores = [
+                s
+                for r in records
+                if (r["task"], r["method"], r["budget"]) == (task, method, budget)
+                for s in r["c2st"]
+            ]
+            cells.append(f"{np.median(scores):.3f}" if scores else "")
+        lines.append(f"| {task} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    threads = args.threads or n_cores()
+    torch.set_num_threads(threads)
+    log(
+        f"torch.set_num_threads({threads}); load average {os.getloadavg()[0]:.1f} on "
+        f"{n_cores()} cores; methods {args.methods}, budgets {args.budgets}, amortized "
+        f"{args.amortized_budgets}, {args.n_samples:,} samples, seeds {args.seeds}"
+    )
+    records = []
+    for task_name in args.tasks:
+        task = TASKS[task_name]()
+        _, observations = task.observations(args.n_observations)
+        references = [
+            task.reference_posterior(x_o, args.n_samples, random_state=i)
+            for i, x_o in enumerate(observations)
+        ]
+        for seed in args.seeds:
+            for method in args.methods:
+                budgets = args.amortized_budgets if method == "amortized" else args.budgets
+                for budget in budgets:
+                    scores, train_s = [], []
+                    for x_o, reference in zip(observations, references, strict=True):
+                        start = time.perf_counter()
+                        samples, info = run_method(
+                            method, task, x_o, budget, args.n_samples, seed, args
+                        )
+                        train_s.append(time.perf_counter() - start)
+                        scores.append(c2st(reference, samples))
+                    log(
+                        f"[{task_name}] seed {seed} {method} {budget:,} sims: C2ST "
+                        f"{np.round(scores, 3).tolist()}, {np.median(train_s):.0f} s, {info}"
+                    )
+                    records.append(
+                        {
+                            "task": task_name,
+                            "method": method,
+                            "budget": budget,
+                            "seed": seed,
+                            "c2st": scores,
+                            "seconds": train_s,
+                            **info,
+                        }
+                    )
+                    with open(args.out, "w") as stream:  # after every cell: long runs get cut
+                        json.dump(
+                            {
+                                "arguments": vars(args),
+                                "environment": environment(threads),
+                                "runs": records,
+                            },
+                            stream,
+                            indent=2,
+                        )
+    budgets = sorted(set(args.budgets) | set(args.amortized_budgets))
+    print(markdown_table(records, budgets))
+    log(f"results written to {args.out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
