@@ -45,19 +45,28 @@ def n_cores() -> int:
 # ------------------------------------------------------------------ methods
 
 
-def run_skfalcon(task, theta, x, x_obs, n_samples, seed):
-    """Fit skfalcon's FlowPosteriorEstimator with its defaults, then sample."""
+def fit_skfalcon(task, theta, x, seed):
+    """skfalcon's FlowPosteriorEstimator with its defaults, fitted; returns it and the fit time."""
     from skfalcon import FlowPosteriorEstimator
 
     estimator = FlowPosteriorEstimator(prior=task.prior, random_state=seed)
     start = time.perf_counter()
     estimator.fit(theta, x)
-    fit_s = time.perf_counter() - start
+    return estimator, time.perf_counter() - start
 
+
+def sample_skfalcon(estimator, x_o, n_samples, seed):
+    """Posterior samples of one observation, float64 of shape ``(n_samples, n_parameters)``."""
+    return np.asarray(estimator.sample(x_o, n_samples, random_state=seed))
+
+
+def run_skfalcon(task, theta, x, x_obs, n_samples, seed):
+    """Fit skfalcon's FlowPosteriorEstimator with its defaults, then sample."""
+    estimator, fit_s = fit_skfalcon(task, theta, x, seed)
     samples, sample_s = [], []
     for x_o in x_obs:
         start = time.perf_counter()
-        samples.append(np.asarray(estimator.sample(x_o, n_samples, random_state=seed)))
+        samples.append(sample_skfalcon(estimator, x_o, n_samples, seed))
         sample_s.append(time.perf_counter() - start)
     return fit_s, sample_s, samples
 
@@ -76,8 +85,9 @@ def sbi_prior(task):
     raise ValueError(f"no sbi prior for task {task!r}")
 
 
-def run_sbi(task, theta, x, x_obs, n_samples, seed):
-    """Fit sbi's NPE with an NSF density estimator and sbi's defaults, then sample."""
+def fit_sbi(task, theta, x, seed):
+    """sbi's NPE with an NSF density estimator and sbi's defaults, trained; returns the
+    posterior and the fit time (building NPE, appending, training, building the posterior)."""
     from sbi.inference import NPE
 
     torch.manual_seed(seed)  # sbi draws from torch's global generator
@@ -87,15 +97,24 @@ def run_sbi(task, theta, x, x_obs, n_samples, seed):
         torch.as_tensor(theta, dtype=torch.float32), torch.as_tensor(x, dtype=torch.float32)
     )
     posterior = inference.build_posterior(inference.train())
-    fit_s = time.perf_counter() - start
+    return posterior, time.perf_counter() - start
 
+
+def sample_sbi(posterior, x_o, n_samples):
+    """sbi's direct posterior samples of one observation, as float64 numpy."""
+    draws = posterior.sample(
+        (n_samples,), x=torch.as_tensor(x_o, dtype=torch.float32), show_progress_bars=False
+    )
+    return draws.numpy().astype(np.float64)
+
+
+def run_sbi(task, theta, x, x_obs, n_samples, seed):
+    """Fit sbi's NPE with an NSF density estimator and sbi's defaults, then sample."""
+    posterior, fit_s = fit_sbi(task, theta, x, seed)
     samples, sample_s = [], []
     for x_o in x_obs:
         start = time.perf_counter()
-        draws = posterior.sample(
-            (n_samples,), x=torch.as_tensor(x_o, dtype=torch.float32), show_progress_bars=False
-        )
-        samples.append(draws.numpy().astype(np.float64))
+        samples.append(sample_sbi(posterior, x_o, n_samples))
         sample_s.append(time.perf_counter() - start)
     return fit_s, sample_s, samples
 

@@ -42,16 +42,22 @@ __all__ = ["FlowPosteriorEstimator"]
 
 logger = logging.getLogger("skfalcon")
 
-# Candidates evaluated per chunk of sampling work; bounds memory, not accuracy.
-_CANDIDATE_BUDGET = 2**16
 # Up to this many pools of num_proposals candidates per sample are drawn while the
 # effective sample size is below the number of samples requested.
 _MAX_POOL_ROUNDS = 8
 # Candidates per observation for the normalizing constant Z(x) of log_prob: with a pool
 # efficiency near 1/2 the standard error of log Z is about 0.03, and score() stays cheap.
 _LOG_Z_CANDIDATES = 2048
-# Rows per chunk of exact draws from the conditional flow; bounds memory.
-_DIRECT_SAMPLE_BUDGET = 2**18
+# Rows per forward pass at inference (candidates, exact draws, log_prob pairs), which
+# bounds memory. On the CPU, activations of 2**14 rows x 128 hidden units (8 MiB of
+# float32) are reused by the allocator, while larger ones are mapped afresh and page-fault
+# on every operation: 2**16 to 2**18 rows sampled 1.3-2.3x slower (benchmarks/README.md,
+# "Speed"). A GPU wants large batches.
+_INFERENCE_ROWS = {"cpu": 2**14, "cuda": 2**18}
+
+
+def _inference_rows(device: torch.device) -> int:
+    return _INFERENCE_ROWS.get(device.type, _INFERENCE_ROWS["cpu"])
 
 
 def _check_positive_int(value, name: str) -> int:
@@ -794,8 +800,9 @@ class FlowPosteriorEstimator(BaseEstimator):
             # Sampling is then exact and needs no candidates.
             return self._sample_conditional(summary, n)
         per_sample = params.num_proposals
-        n_chunk = max(1, min(n, _CANDIDATE_BUDGET // per_sample))
-        m_chunk = max(1, _CANDIDATE_BUDGET // (per_sample * n_chunk))
+        budget = _inference_rows(self.device_)
+        n_chunk = max(1, min(n, budget // per_sample))
+        m_chunk = max(1, budget // (per_sample * n_chunk))
         samples, ess, log_density = [], [], []
         for i in range(0, m, m_chunk):
             parts = []
@@ -823,8 +830,9 @@ class FlowPosteriorEstimator(BaseEstimator):
     def _sample_conditional(self, summary: torch.Tensor, n: int):
         """Exact draws from q for summaries (m, c), chunked like the candidate pools."""
         m = summary.shape[0]
-        n_chunk = max(1, min(n, _DIRECT_SAMPLE_BUDGET))
-        m_chunk = max(1, _DIRECT_SAMPLE_BUDGET // n_chunk)
+        budget = _inference_rows(self.device_)
+        n_chunk = max(1, min(n, budget))
+        m_chunk = max(1, budget // n_chunk)
         samples, log_density = [], []
         for i in range(0, m, m_chunk):
             parts = [
@@ -906,7 +914,7 @@ class FlowPosteriorEstimator(BaseEstimator):
         missing = [i for i, key in enumerate(keys) if key not in self._log_z_cache]
         if missing:
             params = self._validated_params()
-            chunk = max(1, _CANDIDATE_BUDGET // _LOG_Z_CANDIDATES)
+            chunk = max(1, _inference_rows(self.device_) // _LOG_Z_CANDIDATES)
             xt = torch.as_tensor(x_unique[missing], dtype=torch.float32).to(self.device_)
             values = []
             with torch.no_grad(), torch_seed_scope(self._log_z_seed, self.device_):
@@ -974,7 +982,14 @@ class FlowPosteriorEstimator(BaseEstimator):
                 torch.as_tensor(unique_x, dtype=torch.float32).to(self.device_)
             )
             u_t = torch.as_tensor(u, dtype=torch.float32).to(self.device_)
-            log_ratio = self.network_.log_ratio(u_t, summary[inverse]).cpu().double().numpy()
+            rows = _inference_rows(self.device_)
+            log_ratio = torch.cat(
+                [
+                    self.network_.log_ratio(u_t[i : i + rows], summary[inverse[i : i + rows]])
+                    for i in range(0, len(u_t), rows)
+                ]
+            )
+            log_ratio = log_ratio.cpu().double().numpy()
         log_p = log_ratio + log_jac
         if self.prior_ is not None:
             log_p = log_p - self._log_normalizers(unique_x)[inverse]
