@@ -45,7 +45,7 @@ def main() -> None:
     samples, ess = est.sample(x_obs, args.n_samples, return_ess=True)
     print(
         f"Drew {len(samples)} posterior samples in {time.perf_counter() - start:.2f} s "
-        f"(importance-sampling ESS {ess:.0f})"
+        f"(effective sample size {ess:.0f}; marginal: {est.marginal_})"
     )
 
     reference = task.reference_posterior(x_obs, args.n_samples, random_state=args.seed)
