@@ -34,7 +34,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -43,7 +42,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from skfalcon.estimators._params import _to_python
+from skfalcon.estimators._params import _to_python, validate_params
 from skfalcon.utils import draw_seed
 
 __all__ = ["SequentialInference"]
@@ -144,20 +143,7 @@ def _validate(params: dict[str, Any]) -> SequentialParams:
         k: v if k in ("estimator", "simulator", "random_state") else _to_python(v)
         for k, v in params.items()
     }
-    try:
-        return SequentialParams(**converted)
-    except ValidationError as exc:
-        messages = []
-        for error in exc.errors(include_url=False):
-            name = str(error["loc"][0]) if error["loc"] else "?"
-            value = params.get(name, error.get("input"))
-            reason = error["msg"].removeprefix("Value error, ")
-            messages.append(f"{name}={value!r} ({reason[0].lower() + reason[1:]})")
-        raise ValueError(
-            f"Invalid parameter{'s' if len(messages) > 1 else ''} of SequentialInference: "
-            + "; ".join(messages)
-            + "."
-        ) from None
+    return validate_params(converted, "SequentialInference", SequentialParams, "parameter")
 
 
 def _simulator_name(simulator) -> str:

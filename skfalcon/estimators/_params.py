@@ -134,10 +134,18 @@ def _is_embedding(value: Any) -> bool:
     return value is None or isinstance(value, nn.Module) or callable(value)
 
 
-def validate_params(params: dict[str, Any], owner: str) -> FlowPosteriorParams:
-    """Validate ``params``; a bad one raises a ``ValueError`` naming it, its value and what is allowed."""
+def validate_params(
+    params: dict[str, Any],
+    owner: str,
+    model: type[BaseModel] = FlowPosteriorParams,
+    noun: str = "hyperparameter",
+):
+    """Validate ``params`` with the pydantic ``model``.
+
+    A bad one raises a ``ValueError`` naming it, its value and what is allowed.
+    """
     try:
-        return FlowPosteriorParams(**params)
+        return model(**params)
     except ValidationError as exc:
         messages = []
         for error in exc.errors(include_url=False):
@@ -146,10 +154,10 @@ def validate_params(params: dict[str, Any], owner: str) -> FlowPosteriorParams:
             reason = error["msg"].removeprefix("Value error, ")
             if error["type"] == "missing" and len(error["loc"]) > 1:
                 # A too-short tuple: pydantic reports the missing item as "field required".
-                reason = f"expected {len(FlowPosteriorParams.model_fields[name].default)} values"
+                reason = f"expected {len(model.model_fields[name].default)} values"
             messages.append(f"{name}={value!r} ({reason[0].lower() + reason[1:]})")
         raise ValueError(
-            f"Invalid hyperparameter{'s' if len(messages) > 1 else ''} of {owner}: "
+            f"Invalid {noun}{'s' if len(messages) > 1 else ''} of {owner}: "
             + "; ".join(messages)
             + "."
         ) from None
