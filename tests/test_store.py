@@ -179,8 +179,8 @@ def test_theta_log_prob_needs_a_prior(moons_data, tiny):
 def test_store_is_not_pickled_and_a_loaded_model_starts_a_new_one(moons_data, est_kwargs):
     _, theta, x = moons_data
     est = _quiet(FlowPosteriorEstimator(**est_kwargs).fit, theta[:300], x[:300])
+    assert "_store" not in est.__getstate__()
     blob = pickle.dumps(est)
-    assert len(blob) < len(pickle.dumps(est.network_)) + 50_000
     loaded = pickle.loads(blob)
     assert not hasattr(loaded, "_store") and loaded.marginal_ == "prior"
     assert loaded.network_.marginal_is_prior

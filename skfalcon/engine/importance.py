@@ -104,9 +104,12 @@ def effective_sample_size(log_weights: Tensor, dim: int = 0) -> Tensor:
     )
 
 
-def log_normalizer(pool: CandidatePool) -> Tensor:
-    r"""Estimate of :math:`\log Z = \log \int_C q(u \mid s) / m(u) \, du`, shape ``(m,)``."""
-    log_w = pool.log_ratio - pool.log_proposal
+def log_normalizer(pool: CandidatePool, exponent: float = 1.0) -> Tensor:
+    r"""Estimate of :math:`\log Z = \log \int_C [q(u \mid s) / m(u)]^{\kappa} \, du`, shape ``(m,)``.
+
+    Unpenalized weights of the candidates inside the cube, the target's support.
+    """
+    log_w = exponent * pool.log_ratio - pool.log_proposal
     log_w = torch.where(pool.in_cube & torch.isfinite(log_w), log_w, -math.inf)
     return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
 
@@ -156,7 +159,7 @@ def importance_sample(
     observation is below ``min_ess``, for at most ``max_rounds`` draws in all (one host
     sync per draw). Uses torch's global random state (seed it from outside).
     """
-    candidates, log_weights, log_targets, log_proposals, in_cube, outside = ([] for _ in range(6))
+    candidates, log_weights, log_targets, log_normalizers, outside = ([] for _ in range(5))
     for _ in range(max_rounds):
         pool = draw_candidates(
             posterior, summary, n_samples * num_proposals, beta=beta, bound=bound
@@ -168,18 +171,15 @@ def importance_sample(
         candidates.append(pool.u)
         log_weights.append(log_w)
         log_targets.append(log_target)
-        log_proposals.append(pool.log_proposal)
-        in_cube.append(pool.in_cube)
+        log_normalizers.append(log_normalizer(pool, exponent))
         outside.append((~pool.in_cube[: pool.n_conditional]).sum(0))
         ess = effective_sample_size(torch.cat(log_weights), dim=0)
         if bool((ess >= min_ess).all()):
             break
     u, log_w = torch.cat(candidates), torch.cat(log_weights)
-    log_target, in_cube = torch.cat(log_targets), torch.cat(in_cube)
-    # Z from the unpenalized weights of the candidates inside the cube, the target's support.
-    log_w_target = log_target - torch.cat(log_proposals)
-    log_w_target = torch.where(in_cube & torch.isfinite(log_w_target), log_w_target, -math.inf)
-    log_z = torch.logsumexp(log_w_target, dim=0) - math.log(log_w_target.shape[0])
+    log_target = torch.cat(log_targets)
+    # Pools are the same size, so the mean of their estimates of Z is the pooled estimate.
+    log_z = torch.logsumexp(torch.stack(log_normalizers), dim=0) - math.log(len(log_normalizers))
     n_conditional = max(pool.n_conditional * len(outside), 1)
     out_of_cube = torch.stack(outside).sum(0).to(log_w.dtype) / n_conditional
 

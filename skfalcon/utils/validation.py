@@ -5,7 +5,13 @@ import re
 import numpy as np
 from sklearn.utils import check_array
 
-__all__ = ["MAX_ABS_VALUE", "check_magnitude", "named_errors", "to_float_array"]
+__all__ = [
+    "MAX_ABS_VALUE",
+    "check_magnitude",
+    "exceeds_magnitude",
+    "named_errors",
+    "to_float_array",
+]
 
 #: Largest magnitude accepted in observations. Training runs in float32 and the running
 #: normalisation squares deviations, so larger values would overflow its variance.
@@ -51,9 +57,14 @@ def to_float_array(value, name: str, **check_array_kwargs) -> np.ndarray:
         return check_array(value, dtype=np.float64, input_name=name, **check_array_kwargs)
 
 
+def exceeds_magnitude(values: np.ndarray) -> np.ndarray:
+    """Mask of the finite entries larger in magnitude than :data:`MAX_ABS_VALUE`."""
+    return np.isfinite(values) & (np.abs(values) > MAX_ABS_VALUE)
+
+
 def check_magnitude(values: np.ndarray, name: str) -> None:
     """Raise a ``ValueError`` naming ``name`` if a finite entry exceeds :data:`MAX_ABS_VALUE`."""
-    too_large = np.isfinite(values) & (np.abs(values) > MAX_ABS_VALUE)
+    too_large = exceeds_magnitude(values)
     if too_large.any():
         index = np.unravel_index(int(np.flatnonzero(too_large)[0]), values.shape)
         raise ValueError(
