@@ -50,11 +50,16 @@ class TaskSimulator:
 # ------------------------------------------------------------------ methods
 
 
-def run_skfalcon(strategy, task, x_obs, budget, n_samples, seed):
-    """SequentialInference with the given strategy, every other knob at its default."""
+def run_skfalcon(strategy, task, x_obs, budget, n_samples, seed, estimator_params=None):
+    """SequentialInference with the given strategy, every other knob at its default.
+
+    ``estimator_params`` (a dict) overrides the estimator's defaults, for every strategy.
+    """
     from skfalcon import FlowPosteriorEstimator, SequentialInference
 
-    estimator = FlowPosteriorEstimator(prior=task.prior, random_state=seed)
+    estimator = FlowPosteriorEstimator(
+        prior=task.prior, random_state=seed, **(estimator_params or {})
+    )
     loop = SequentialInference(
         estimator, TaskSimulator(task, [seed, 2]), strategy=strategy, random_state=seed
     )
@@ -92,10 +97,9 @@ def run_sbi(variant, task, x_obs, budget, n_samples, seed, n_rounds):
 
 
 def run_method(method, task, x_obs, budget, n_samples, seed, args):
-    if method == "sequential":
-        return run_skfalcon("standard", task, x_obs, budget, n_samples, seed)
-    if method in ("round_based", "amortized"):
-        return run_skfalcon(method, task, x_obs, budget, n_samples, seed)
+    if method in ("sequential", "round_based", "amortized"):
+        strategy = "standard" if method == "sequential" else method
+        return run_skfalcon(strategy, task, x_obs, budget, n_samples, seed, args.estimator_params)
     return run_sbi(method, task, x_obs, budget, n_samples, seed, args.sbi_rounds)
 
 
@@ -126,6 +130,13 @@ def parse_args(argv=None):
     parser.add_argument("--n-observations", type=int, default=1)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--sbi-rounds", type=int, default=4, help="rounds of the sbi methods")
+    parser.add_argument(
+        "--estimator-params",
+        type=json.loads,
+        default=None,
+        help="JSON dict of FlowPosteriorEstimator settings for every skfalcon method, "
+        'e.g. \'{"num_transforms": 5, "hidden_features": [128, 128], "batch_size": 128}\'',
+    )
     parser.add_argument(
         "--quick",
         action="store_true",

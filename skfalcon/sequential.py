@@ -72,7 +72,7 @@ class SequentialParams(BaseModel):
     estimator: Any
     simulator: Any
     strategy: Literal[_STRATEGIES] = "standard"  # type: ignore[valid-type]
-    min_training_samples: _PositiveInt = 1000
+    min_training_samples: _PositiveInt = 500
     max_training_samples: _PositiveInt | None = None
     resample_batch_size: _PositiveInt = 250
     resample_interval: _PositiveInt = 10
@@ -221,7 +221,7 @@ class SequentialInference(BaseEstimator):
         ``"standard"``: continuous resampling while training; ``"amortized"``: one set of
         prior simulations, one fit; ``"round_based"``: ``n_rounds`` rounds of full
         renewal of the data, with ``discard_samples=True``.
-    min_training_samples : int, default=1000
+    min_training_samples : int, default=500
         ``"standard"``: prior simulations run before training starts.
     max_training_samples : int, default=None
         ``"standard"``: the most simulations kept for training (the estimator's
@@ -291,7 +291,7 @@ class SequentialInference(BaseEstimator):
         simulator,
         *,
         strategy="standard",
-        min_training_samples=1000,
+        min_training_samples=500,
         max_training_samples=None,
         resample_batch_size=250,
         resample_interval=10,

@@ -135,6 +135,35 @@ def test_dual_posterior_losses_and_gradients_reach_every_parameter():
     assert ratio.shape == (6, 2)
 
 
+def test_dual_posterior_marginal_loss_is_over_the_selected_rows_only():
+    model = DualFlowPosterior(
+        2, RunningNorm(2), 2, net_type="maf", num_transforms=1, hidden_features=(8,), cube_bound=2.0
+    )
+    model.eval()  # frozen normalisations: the same density for every call
+    u = 3.8 * torch.rand(10, 2) - 1.9
+    x = torch.randn(10, 2)
+    rows = torch.zeros(10, dtype=torch.bool)
+    rows[[1, 4, 7]] = True
+    with torch.no_grad():
+        expected = -model.marginal.log_prob(u[rows]).mean()
+        losses = model.losses(u, x, rows)
+        torch.testing.assert_close(losses[1], expected)
+        torch.testing.assert_close(losses[0], model.losses(u, x)[0])
+        assert losses[1] != model.losses(u, x)[1]
+        assert model.losses(u, x, torch.zeros(10, dtype=torch.bool))[1] == 0.0
+    # The mixture marginal of inference: alpha * uniform + (1 - alpha) * flow.
+    model.prior_fraction = 0.25
+    with torch.no_grad():
+        mixed = model.inference_marginal.log_prob(u)
+        expected = torch.logaddexp(
+            np.log(0.25) - 2 * np.log(4.0) + torch.zeros(10),
+            np.log(0.75) + model.marginal.log_prob(u),
+        )
+    torch.testing.assert_close(mixed, expected)
+    model.prior_fraction = 1.0
+    assert model.marginal_is_prior and model.inference_marginal is model.uniform
+
+
 def test_dual_posterior_state_dict_round_trip():
     kwargs = dict(net_type="nsf", num_transforms=1, hidden_features=(8,))
     a = DualFlowPosterior(2, RunningNorm(2), 2, **kwargs)
@@ -221,9 +250,7 @@ def test_importance_sampling_matches_analytic_truncated_target(shift):
     assert stats.kstest(s[::10], truth.cdf).pvalue > 1e-3
     # Each sample carries its normalized density under the target: log t - log Z.
     assert float(result.log_normalizer[0]) == pytest.approx(log_z, abs=0.03)
-    np.testing.assert_allclose(
-        result.log_density[0].double().numpy(), truth.logpdf(s), atol=0.05
-    )
+    np.testing.assert_allclose(result.log_density[0].double().numpy(), truth.logpdf(s), atol=0.05)
     q_tail = stats.norm(shift, 0.5)
     expected_outside = q_tail.cdf(-2.0) + q_tail.sf(2.0)
     assert float(result.out_of_cube_fraction[0]) == pytest.approx(expected_outside, abs=0.01)
@@ -375,5 +402,7 @@ def test_pool_grows_until_the_effective_sample_size_is_reached():
     )
     summary = torch.tensor([[1.5]])
     ess_single = importance_sample(posterior, summary, 2000, **kwargs).ess
-    ess_grown = importance_sample(posterior, summary, 2000, min_ess=2000, max_rounds=8, **kwargs).ess
+    ess_grown = importance_sample(
+        posterior, summary, 2000, min_ess=2000, max_rounds=8, **kwargs
+    ).ess
     assert float(ess_single[0]) < 2000 <= float(ess_grown[0])

@@ -15,8 +15,8 @@ def _patch_losses(monkeypatch, bad_calls, make_bad):
     """Make the training calls of DualFlowPosterior.losses numbered in ``bad_calls`` misbehave."""
     calls = {"n": 0}
 
-    def losses(self, u, x):
-        out = _original_losses(self, u, x)
+    def losses(self, u, x, marginal_rows=None):
+        out = _original_losses(self, u, x, marginal_rows)
         if self.training:
             calls["n"] += 1
             if calls["n"] in bad_calls:

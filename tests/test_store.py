@@ -9,7 +9,8 @@ import torch
 from scipy import stats
 
 from skfalcon import FlowPosteriorEstimator
-from skfalcon.engine import SampleStore, UniformCube
+from skfalcon.engine import PriorMixture, SampleStore, UniformCube
+from skfalcon.engine.store import log_ratio_to_proposal
 from skfalcon.estimators import _flow_posterior
 
 # ---------------------------------------------------------------- engine
@@ -44,6 +45,56 @@ def test_uniform_cube_density_and_samples():
     assert v.shape == (5000, 3) and v.abs().max() <= 2.0
     np.testing.assert_allclose(log_p.numpy(), -3 * np.log(4.0), rtol=1e-6)
     assert stats.kstest(v[:, 0].numpy(), stats.uniform(-2, 4).cdf).pvalue > 1e-3
+
+
+class _Normal:
+    """A 1-D normal density with the flows' interface, standing in for the marginal flow."""
+
+    def __init__(self, scale):
+        self.dist = torch.distributions.Normal(0.0, scale)
+
+    def log_prob(self, v, context=None):
+        return self.dist.log_prob(v).sum(-1)
+
+    def sample_and_log_prob(self, shape, context=None):
+        v = self.dist.sample((*shape, 1))
+        return v, self.log_prob(v)
+
+
+def test_prior_mixture_density_and_samples():
+    torch.manual_seed(0)
+    alpha, scale = 0.3, 0.2
+    mixture = PriorMixture(UniformCube(1, 2.0), _Normal(scale), alpha)
+    v, log_p = mixture.sample_and_log_prob((20_000,))
+    assert v.shape == (20_000, 1) and log_p.shape == (20_000,)
+    expected = stats.norm(0, scale).pdf(v[:, 0].numpy()) * (1 - alpha) + alpha / 4.0
+    np.testing.assert_allclose(log_p.numpy(), np.log(expected), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mixture.log_prob(v).numpy(), log_p.numpy(), rtol=1e-6)
+
+    def cdf(t):
+        return alpha * stats.uniform(-2, 4).cdf(t) + (1 - alpha) * stats.norm(0, scale).cdf(t)
+
+    assert stats.kstest(v[:, 0].numpy(), cdf).pvalue > 1e-3
+    # A wrong mixture weight is detected by the same test.
+    wrong = PriorMixture(UniformCube(1, 2.0), _Normal(scale), 0.5)
+    assert stats.kstest(wrong.sample_and_log_prob((20_000,))[0][:, 0].numpy(), cdf).pvalue < 1e-3
+
+
+def test_store_marks_prior_rows_filtered_only_by_a_rule_that_looks_at_them():
+    u, x, log_g, from_prior, is_val = _rows(10)
+    from_prior[5:] = False
+    store = SampleStore.empty(1, (1,)).append(u, x, log_g, from_prior, is_val)
+    assert store.prior_fraction() == pytest.approx(0.5)
+    keep = torch.ones(10, dtype=torch.bool)
+    keep[7] = False  # a proposal row
+    assert store.select(keep, filters_prior_rows=True).prior_fraction() == pytest.approx(5 / 9)
+    keep[2] = False  # a prior row: the rest are no longer prior-distributed
+    filtered = store.select(keep, filters_prior_rows=True)
+    assert filtered.prior_rows_filtered and filtered.prior_fraction() is None
+    assert filtered.append(*_rows(3, 50.0)).prior_rows_filtered
+    # Dropping the oldest rows is blind to their values.
+    assert store.keep_newest(4, 0).prior_fraction() == 0.0
+    assert not store.keep_newest(4, 0).prior_rows_filtered
 
 
 # ---------------------------------------------------------------- partial_fit and the store
@@ -206,8 +257,61 @@ def test_auto_marginal_is_the_exact_prior_until_proposal_rows_arrive(moons_data,
     assert not all(torch.equal(before[k], after[k]) for k in before)
     log_prob = np.full(200, np.log(0.25))
     _quiet(est.partial_fit, theta[400:], x[400:], theta_log_prob=log_prob)
-    assert est.marginal_ == "flow" and not est.network_.marginal_is_prior
+    # Now m = alpha * prior + (1 - alpha) * flow, alpha the training rows' prior share.
+    assert est.marginal_ == "mixture" and not est.network_.marginal_is_prior
+    train = ~est._store.is_validation
+    expected = float(est._store.from_prior[train].double().mean())
+    assert est.prior_fraction_ == pytest.approx(expected) and 0.55 < expected < 0.75
     assert all(r["train_loss_marginal"] != 0.0 for r in est.history_[4:])
+
+
+def test_mixture_marginal_flow_learns_the_proposal_rows_only(moons_data, est_kwargs):
+    _, theta, x = moons_data
+    est = _quiet(FlowPosteriorEstimator(**est_kwargs).fit, theta[:300], x[:300])
+    assert int(est.network_.marginal.norm.n_updates) == 0  # a fit on prior rows skips it
+    # Proposal rows all near theta = (0.5, 0.5): u = 2 theta = 1 in the cube (-2, 2), whose
+    # probit image is ndtri(3/4) = 0.674. The flow's normalisation sees those rows alone.
+    rng = np.random.RandomState(0)
+    theta_near = np.clip(0.5 + 0.01 * rng.randn(200, 2), -1, 1)
+    x_near = moons_data[0].simulate(theta_near, random_state=2)
+    log_prob = np.full(200, np.log(1.0))
+    _quiet(est.partial_fit, theta_near, x_near, theta_log_prob=log_prob)
+    assert est.marginal_ == "mixture"
+    np.testing.assert_allclose(est.network_.marginal.norm.mean.numpy(), 0.674, atol=0.05)
+    # marginal="flow" learns all rows: its normalisation is pulled toward the prior's 0.
+    flow = _quiet(FlowPosteriorEstimator(marginal="flow", **est_kwargs).fit, theta[:300], x[:300])
+    flow.set_params(reset_network_after_pause=True)
+    _quiet(flow.partial_fit, theta_near, x_near, theta_log_prob=log_prob)
+    assert flow.marginal_ == "flow" and flow.prior_fraction_ is None
+    assert (flow.network_.marginal.norm.mean.numpy() < 0.5).all()
+
+
+def test_mixture_marginal_survives_pickling_and_discarding_prior_rows_drops_it(
+    moons_data, est_kwargs
+):
+    _, theta, x = moons_data
+    est = _quiet(FlowPosteriorEstimator(**est_kwargs).fit, theta[:300], x[:300])
+    log_prob = np.full(200, np.log(0.25))
+    _quiet(est.partial_fit, theta[300:500], x[300:500], theta_log_prob=log_prob)
+    loaded = pickle.loads(pickle.dumps(est))
+    assert loaded.marginal_ == "mixture" and loaded.prior_fraction_ == est.prior_fraction_
+    assert loaded.network_.prior_fraction == est.prior_fraction_
+    x_obs = x[:1]
+    np.testing.assert_array_equal(
+        loaded.sample(x_obs, 50, random_state=3), est.sample(x_obs, 50, random_state=3)
+    )
+    # Discarding looks at each row: once it drops a prior row, the flow models all rows.
+    est.set_params(discard_samples=True, log_ratio_threshold=1e6)
+    with pytest.raises(ValueError, match="discard_samples would drop all"):
+        _quiet(est.partial_fit, theta[500:], x[500:], theta_log_prob=log_prob[:100])
+    assert est.marginal_ == "mixture"  # the failed round changed nothing
+    # A threshold at the median log-ratio of the stored prior rows drops half of them.
+    ratios = log_ratio_to_proposal(est.network_, est._store, est.device_)
+    est.set_params(log_ratio_threshold=float(ratios[est._store.from_prior].median()))
+    _quiet(est.partial_fit, theta[500:], x[500:], theta_log_prob=log_prob[:100])
+    assert est.n_discarded_simulations_ > 0 and est._store.prior_rows_filtered
+    assert est.marginal_ == "flow" and est.prior_fraction_ is None
+    assert est.network_.inference_marginal is est.network_.marginal
 
 
 def test_flow_marginal_is_trained_from_the_start(moons_data, est_kwargs):

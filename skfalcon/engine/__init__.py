@@ -21,7 +21,7 @@ from skfalcon.engine.importance import (
     log_normalizer,
 )
 from skfalcon.engine.normalization import RunningNorm
-from skfalcon.engine.posterior import DualFlowPosterior, UniformCube
+from skfalcon.engine.posterior import DualFlowPosterior, PriorMixture, UniformCube
 from skfalcon.engine.store import SampleStore, log_ratio_to_proposal
 from skfalcon.engine.training import TrainingDivergedError, TrainingResult, train
 
@@ -40,6 +40,7 @@ __all__ = [
     "SampleStore",
     "TrainingDivergedError",
     "TrainingResult",
+    "PriorMixture",
     "UniformCube",
     "build_embedding",
     "build_flow",

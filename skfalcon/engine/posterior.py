@@ -17,12 +17,21 @@ so that :math:`q(u \mid x) \to \tilde p(u \mid x) \propto p(x \mid u)\,\tilde p(
 
     p(u \mid x) \propto p(x \mid u)\,\pi(u) \propto \frac{q(u \mid x)}{m(u)}\,\mathbb{1}_C(u).
 
-When every training row was drawn from the prior, :math:`\tilde p = \pi` is known
-exactly: with ``marginal_is_prior`` set, :math:`m` is the uniform density
-:math:`(2b)^{-d}` on the cube, the marginal flow need not be trained
-(``train_marginal``), and the posterior is
-:math:`q` restricted to the cube. Dividing by an exact constant instead of a learned
-density removes the marginal flow's error from every weight.
+Whatever of :math:`\tilde p` is known exactly need not be learned. When a fraction
+:math:`\alpha` of the training rows was drawn from the prior and the rest from proposals
+(``prior_fraction``),
+
+.. math::
+
+    \tilde p(u) = \alpha\, \pi(u) + (1 - \alpha)\, h(u),
+
+and the marginal flow learns only :math:`h`, the density of the proposal rows (the loss
+of :math:`m` is then taken over those rows). The prior part, uniform on the cube, is
+exact, so a flow never has to model a flat density with sharp edges. With
+:math:`\alpha = 1` (every row from the prior) :math:`m` is the uniform density
+:math:`(2b)^{-d}`, the marginal flow need not be trained (``train_marginal``), and the
+posterior is :math:`q` restricted to the cube. ``prior_fraction=None`` lets the marginal
+flow model all of :math:`\tilde p`, as Falcon does.
 
 Without a prior (``marginal=False``) the training distribution is taken as the prior and
 the posterior is :math:`q` itself (plain neural posterior estimation).
@@ -36,7 +45,7 @@ from torch import Tensor, nn
 from skfalcon.engine.flows import NormalizedFlow, build_flow
 from skfalcon.engine.normalization import RunningNorm
 
-__all__ = ["DualFlowPosterior", "UniformCube"]
+__all__ = ["DualFlowPosterior", "PriorMixture", "UniformCube"]
 
 
 class UniformCube(nn.Module):
@@ -68,6 +77,46 @@ class UniformCube(nn.Module):
         return v, self.log_prob(v)
 
 
+class PriorMixture:
+    r"""The density :math:`\alpha\, \pi(u) + (1 - \alpha)\, h(u)` of a store of prior and proposal rows.
+
+    ``uniform`` is the prior :math:`\pi` (:class:`UniformCube`) and ``flow`` the marginal
+    flow :math:`h` of the proposal rows; a view of modules owned by the posterior, with
+    their interface (``log_prob``, ``sample_and_log_prob``).
+    """
+
+    def __init__(self, uniform: UniformCube, flow: nn.Module, prior_fraction: float):
+        self.uniform = uniform
+        self.flow = flow
+        self.log_alpha = math.log(prior_fraction)
+        self.log_one_minus_alpha = math.log1p(-prior_fraction)
+        self.prior_fraction = prior_fraction
+
+    def _mix(self, log_prior: Tensor, log_flow: Tensor) -> Tensor:
+        return torch.logaddexp(self.log_alpha + log_prior, self.log_one_minus_alpha + log_flow)
+
+    def log_prob(self, v: Tensor, context: Tensor | None = None) -> Tensor:
+        return self._mix(self.uniform.log_prob(v), self.flow.log_prob(v))
+
+    def sample_and_log_prob(
+        self, shape: tuple[int, ...], context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        # Each draw comes from the prior with probability alpha, else from the flow; the
+        # flow's density is evaluated only at the prior's draws.
+        n = math.prod(shape)
+        device = self.uniform._anchor.device
+        n_prior = int((torch.rand(n, device=device) < self.prior_fraction).sum())
+        v_flow, log_flow_at_flow = self.flow.sample_and_log_prob((n - n_prior,))
+        v_prior, log_prior_at_prior = self.uniform.sample_and_log_prob((n_prior,))
+        v_prior = v_prior.to(v_flow.dtype)
+        v = torch.cat([v_flow, v_prior])
+        log_flow = torch.cat([log_flow_at_flow, self.flow.log_prob(v_prior)])
+        log_prior = torch.cat([self.uniform.log_prob(v_flow), log_prior_at_prior])
+        order = torch.randperm(n, device=v.device)
+        v, log_density = v[order], self._mix(log_prior, log_flow)[order]
+        return v.reshape(*shape, v.shape[-1]), log_density.reshape(shape)
+
+
 class DualFlowPosterior(nn.Module):
     r"""Conditional flow :math:`q(u \mid s(x))`, marginal flow :math:`m(u)` and embedding :math:`s`.
 
@@ -81,10 +130,12 @@ class DualFlowPosterior(nn.Module):
         Dimension of the summaries.
     marginal : bool
         Fit :math:`m(u)`; without it the posterior is :math:`q`.
-    marginal_is_prior : bool
-        Use the exact prior (uniform on the cube) as :math:`m` and leave the marginal flow
-        untrained; needs ``cube_bound``. A plain attribute, switched by the caller when the
-        training distribution changes.
+    prior_fraction : float, optional
+        :math:`\alpha`, the fraction of training rows drawn from the prior: :math:`m` is
+        then :math:`\alpha \pi + (1 - \alpha) h` with :math:`h` the marginal flow of the
+        other rows, and 1.0 makes :math:`m` the exact prior. Needs ``cube_bound``. ``None``:
+        the marginal flow is all of :math:`m`. A plain attribute, switched by the caller
+        when the training rows change.
     net_type, num_transforms, hidden_features, num_bins
         Flow family and size, for both flows (see :func:`~skfalcon.engine.flows.build_flow`).
     theta_norm : bool
@@ -113,7 +164,7 @@ class DualFlowPosterior(nn.Module):
         adaptive_momentum: bool = False,
         use_log_update: bool = False,
         cube_bound: float | None = None,
-        marginal_is_prior: bool = False,
+        prior_fraction: float | None = None,
     ):
         super().__init__()
         self.features = features
@@ -138,36 +189,53 @@ class DualFlowPosterior(nn.Module):
         self.conditional = make(context)
         self.marginal = make(0) if marginal else None
         self.uniform = UniformCube(features, cube_bound) if cube_bound is not None else None
-        if marginal_is_prior and self.uniform is None:
-            raise ValueError("marginal_is_prior needs cube_bound")
-        self.marginal_is_prior = marginal_is_prior
+        if prior_fraction is not None and self.uniform is None:
+            raise ValueError("prior_fraction needs cube_bound")
+        self.prior_fraction = prior_fraction
         # Whether losses() includes the marginal flow; it may be trained ahead of its use.
-        self.train_marginal = not marginal_is_prior
+        self.train_marginal = not self.marginal_is_prior
 
     @property
     def has_marginal(self) -> bool:
         return self.marginal is not None
 
     @property
-    def inference_marginal(self) -> nn.Module | None:
-        r"""The density used as :math:`m` at inference: the exact prior or the marginal flow."""
+    def marginal_is_prior(self) -> bool:
+        """Whether :math:`m` is the exact prior (every training row drawn from it)."""
+        return self.prior_fraction is not None and self.prior_fraction >= 1.0
+
+    @property
+    def inference_marginal(self):
+        r"""The density used as :math:`m` at inference: the exact prior, the marginal flow,
+        or their mixture (:class:`PriorMixture`)."""
         if self.marginal is None:
             return None
-        return self.uniform if self.marginal_is_prior else self.marginal
+        if self.prior_fraction is None or self.prior_fraction <= 0.0:
+            return self.marginal
+        if self.marginal_is_prior:
+            return self.uniform
+        return PriorMixture(self.uniform, self.marginal, self.prior_fraction)
 
     def embed(self, x: Tensor) -> Tensor:
         """Summaries :math:`s(x)`."""
         return self.embedding(x)
 
-    def losses(self, u: Tensor, x: Tensor) -> Tensor:
-        r"""Mean negative log-likelihoods ``[-log q(u|s(x)), -log m(u)]`` of a batch.
+    def losses(self, u: Tensor, x: Tensor, marginal_rows: Tensor | None = None) -> Tensor:
+        r"""Mean negative log-likelihoods ``[-log q(u|s(x)), -log h(u)]`` of a batch.
 
-        The training objective is their sum; the marginal entry is 0 without :math:`m` or
-        when ``train_marginal`` is off (the exact prior serving as :math:`m`).
+        The training objective is their sum. The marginal flow's mean is over the rows
+        where ``marginal_rows`` (bool, shape ``(n,)``) is true, all rows when it is
+        ``None``; its entry is 0 without :math:`m`, when ``train_marginal`` is off (the
+        exact prior serving as :math:`m`), or when no row is selected.
         """
         nll_conditional = -self.conditional.log_prob(u, self.embed(x)).mean()
+        zero = torch.zeros_like(nll_conditional)
         if self.marginal is None or not self.train_marginal:
-            return torch.stack([nll_conditional, torch.zeros_like(nll_conditional)])
+            return torch.stack([nll_conditional, zero])
+        if marginal_rows is not None:
+            u = u[marginal_rows]
+            if u.shape[0] == 0:
+                return torch.stack([nll_conditional, zero])
         nll_marginal = -self.marginal.log_prob(u).mean()
         return torch.stack([nll_conditional, nll_marginal])
 

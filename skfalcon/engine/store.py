@@ -37,6 +37,10 @@ class SampleStore:
     is_validation : Tensor of shape (n,), bool
     round : Tensor of shape (n,), int64
         The round (0 for the first) that added each row; larger is newer.
+    prior_rows_filtered : bool
+        Whether rows drawn from the prior were ever dropped by a rule that looks at them
+        (:meth:`select` with ``filters_prior_rows``); the remaining prior rows are then no
+        longer distributed as the prior. Dropping the oldest rows keeps them so.
     """
 
     u: Tensor
@@ -45,6 +49,7 @@ class SampleStore:
     from_prior: Tensor
     is_validation: Tensor
     round: Tensor
+    prior_rows_filtered: bool = False
 
     def __len__(self) -> int:
         return self.u.shape[0]
@@ -86,10 +91,16 @@ class SampleStore:
             torch.cat([self.from_prior, from_prior.to(torch.bool)]),
             torch.cat([self.is_validation, is_validation.to(torch.bool)]),
             torch.cat([self.round, round_id]),
+            self.prior_rows_filtered,
         )
 
-    def select(self, keep: Tensor) -> "SampleStore":
-        """A new store with the rows where ``keep`` (bool, shape (n,)) is true."""
+    def select(self, keep: Tensor, filters_prior_rows: bool = False) -> "SampleStore":
+        """A new store with the rows where ``keep`` (bool, shape (n,)) is true.
+
+        ``filters_prior_rows``: ``keep`` was chosen by looking at the rows (not by age), so
+        dropping a prior row marks the store's prior rows as no longer prior-distributed.
+        """
+        dropped_prior = filters_prior_rows and bool((self.from_prior & ~keep).any())
         return SampleStore(
             self.u[keep],
             self.x[keep],
@@ -97,7 +108,16 @@ class SampleStore:
             self.from_prior[keep],
             self.is_validation[keep],
             self.round[keep],
+            self.prior_rows_filtered or dropped_prior,
         )
+
+    def prior_fraction(self) -> float | None:
+        r"""Fraction :math:`\alpha` of training rows drawn from the prior, when known to be
+        prior-distributed; ``None`` once prior rows were filtered (or without training rows)."""
+        train = ~self.is_validation
+        if self.prior_rows_filtered or not bool(train.any()):
+            return None
+        return float(self.from_prior[train].double().mean())
 
     def keep_newest(self, n_train: int, n_validation: int) -> "SampleStore":
         """Drop the oldest rows beyond ``n_train`` training and ``n_validation`` validation rows.

@@ -40,13 +40,29 @@ class TrainingResult:
     n_skipped_steps: int = 0
 
 
-def _mean_losses(model: DualFlowPosterior, u: Tensor, x: Tensor, device) -> Tensor:
+def _row_counts(rows: int, marginal_rows: Tensor | None, device) -> Tensor:
+    """Rows behind each entry of :meth:`DualFlowPosterior.losses`, as a device tensor."""
+    n = torch.tensor(float(rows), device=device)
+    if marginal_rows is None:
+        return torch.stack([n, n])
+    return torch.stack([n, marginal_rows.sum().to(n.dtype)])
+
+
+def _mean_losses(
+    model: DualFlowPosterior, u: Tensor, x: Tensor, marginal_rows: Tensor | None, device
+) -> Tensor:
     total = torch.zeros(2, device=device)
+    counts = torch.zeros(2, device=device)
     for start in range(0, u.shape[0], _EVAL_BATCH):
         ub = u[start : start + _EVAL_BATCH].to(device, non_blocking=True)
         xb = x[start : start + _EVAL_BATCH].to(device, non_blocking=True)
-        total += model.losses(ub, xb) * ub.shape[0]
-    return total / u.shape[0]
+        mb = (
+            None if marginal_rows is None else marginal_rows[start : start + _EVAL_BATCH].to(device)
+        )
+        weight = _row_counts(ub.shape[0], mb, device)
+        total += model.losses(ub, xb, mb) * weight
+        counts += weight
+    return total / counts.clamp_min(1)
 
 
 def train(
@@ -70,6 +86,8 @@ def train(
     max_cache_samples: int | None = None,
     on_epoch_end: Callable[[dict], None] | None = None,
     epoch_offset: int = 0,
+    marginal_rows_train: Tensor | None = None,
+    marginal_rows_val: Tensor | None = None,
 ) -> TrainingResult:
     """Fit ``model`` in place on ``(u_train, x_train)``.
 
@@ -78,6 +96,8 @@ def train(
     to ``device`` once, otherwise each minibatch is. ``max_cache_samples`` caps the rows
     used per epoch (a fresh random subset each epoch). Uses torch's global random state.
     A ``KeyboardInterrupt`` ends training after restoring the best weights.
+    ``marginal_rows_train``/``marginal_rows_val`` (bool, one per row) restrict the marginal
+    flow's loss to those rows (see :meth:`DualFlowPosterior.losses`); ``None``: all rows.
     """
     model.to(device)
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -87,8 +107,10 @@ def train(
     )
     n_train = u_train.shape[0]
     subsample = max_cache_samples is not None and n_train > max_cache_samples
+    m_train = marginal_rows_train
     if cache_on_device and not subsample:
         u_train, x_train = u_train.to(device), x_train.to(device)
+        m_train = None if m_train is None else m_train.to(device)
     has_val = u_val is not None and u_val.shape[0] > 0
     if has_val and cache_on_device:
         u_val, x_val = u_val.to(device), x_val.to(device)
@@ -101,19 +123,22 @@ def train(
         for epoch in range(max_epochs):
             start_time = time.perf_counter()
             model.train()
-            u_epoch, x_epoch = u_train, x_train
+            u_epoch, x_epoch, m_epoch = u_train, x_train, m_train
             if subsample:
                 rows = torch.randperm(n_train)[:max_cache_samples]
                 u_epoch, x_epoch = u_train[rows].to(device), x_train[rows].to(device)
+                m_epoch = None if m_train is None else m_train[rows].to(device)
             order = torch.randperm(u_epoch.shape[0], device=u_epoch.device)
             train_sum = torch.zeros(2, device=device)
+            train_count = torch.zeros(2, device=device)
             skipped = torch.zeros((), dtype=torch.long, device=device)
             n_steps = 0
             for start in range(0, order.shape[0], batch_size):
                 rows = order[start : start + batch_size]
                 ub = u_epoch[rows].to(device, non_blocking=True)
                 xb = x_epoch[rows].to(device, non_blocking=True)
-                losses = model.losses(ub, xb)
+                mb = None if m_epoch is None else m_epoch[rows].to(device, non_blocking=True)
+                losses = model.losses(ub, xb, mb)
                 optimizer.zero_grad(set_to_none=True)
                 losses.sum().backward()
                 grads = [p.grad for p in parameters if p.grad is not None]
@@ -125,7 +150,9 @@ def train(
                     g.copy_(torch.where(finite, g, torch.zeros_like(g)))
                 optimizer.step()
                 losses = torch.where(finite, losses.detach(), torch.zeros_like(losses))
-                train_sum += losses.detach() * rows.shape[0]
+                weight = _row_counts(rows.shape[0], mb, device)
+                train_sum += losses.detach() * weight
+                train_count += weight
                 skipped += ~finite
                 n_steps += 1
             n_skipped = int(skipped)
@@ -135,12 +162,14 @@ def train(
                     f"every one of the {n_steps} training steps of epoch "
                     f"{epoch_offset + epoch} gave a non-finite loss"
                 )
-            train_losses = (train_sum / max(order.shape[0], 1)).tolist()
+            train_losses = (train_sum / train_count.clamp_min(1)).tolist()
 
             model.eval()
             if has_val:
                 with torch.no_grad():
-                    val_losses = _mean_losses(model, u_val, x_val, device).tolist()
+                    val_losses = _mean_losses(
+                        model, u_val, x_val, marginal_rows_val, device
+                    ).tolist()
                 monitored = sum(val_losses)
             else:
                 val_losses = [float("nan"), float("nan")]

@@ -166,14 +166,15 @@ class FlowPosteriorEstimator(BaseEstimator):
         Widening of :meth:`sample_proposal`: 0 is the posterior, 1 the prior.
     marginal : {"auto", "flow"}, default="auto"
         What serves as :math:`m(u)`, the density of the training parameters. ``"auto"``
-        uses the prior itself, exactly (uniform on the cube), while every row of the sample
-        store was drawn from the prior; once rows from a proposal arrive (``partial_fit``
-        with ``theta_log_prob``) the marginal flow is used. ``fit`` on prior rows does not
-        train the marginal flow; ``partial_fit`` always does, so that it is ready for
-        proposal rounds. ``"flow"`` always trains and uses the flow, as Falcon does.
-        It skips training the marginal flow and makes sampling exact (draws from the
-        conditional flow, no importance weights); C2ST on the benchmarks moved from 0.609
-        to 0.597 (10-D Gaussian linear) and from 0.556 to 0.548 (two moons).
+        uses what is known exactly: while every row of the sample store was drawn from
+        the prior, :math:`m` is the prior itself (uniform on the cube), and sampling is
+        exact (draws from the conditional flow, no importance weights). Once rows from a
+        proposal arrive (``partial_fit`` with ``theta_log_prob``), :math:`m` is the
+        mixture :math:`\alpha \pi + (1 - \alpha) h` with :math:`\alpha` the prior rows'
+        share and :math:`h` the marginal flow, trained on the proposal rows only. ``fit`` on
+        prior rows does not train the marginal flow; ``partial_fit`` always does.
+        ``"flow"`` always trains and uses the flow on all rows, as Falcon does (also what
+        ``"auto"`` falls back to once ``discard_samples`` has dropped prior rows).
     store_capacity : int, default=None
         Most rows kept in the sample store across ``partial_fit`` calls, the oldest dropped
         first (training and validation rows each keep their share). ``None`` keeps all.
@@ -214,6 +215,11 @@ class FlowPosteriorEstimator(BaseEstimator):
         Shape of one observation (``(n_features,)`` for 2-D ``x``), or of each named input.
     n_parameters_ : int
         Number of columns returned by :meth:`sample` (parameters not marginalized).
+    marginal_ : {"prior", "mixture", "flow"} or None
+        The density in use as :math:`m` (see ``marginal``); ``None`` without a prior.
+    prior_fraction_ : float or None
+        :math:`\alpha`, the share of training rows drawn from the prior, when
+        ``marginal_`` is ``"prior"`` (1.0) or ``"mixture"``.
     prior_ : FactorizedPrior or None
         The resolved prior.
     device_ : torch.device
@@ -392,7 +398,7 @@ class FlowPosteriorEstimator(BaseEstimator):
             device = torch.device("cpu")
         network = _build_network(self._network_spec)
         network.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
-        network.marginal_is_prior = getattr(self, "marginal_", None) == "prior"
+        network.prior_fraction = getattr(self, "prior_fraction_", None)
         self.network_ = network.to(device).eval()
         self.device_ = device
 
@@ -661,8 +667,22 @@ class FlowPosteriorEstimator(BaseEstimator):
                     f"{params.log_ratio_threshold}); lower log_ratio_threshold or set "
                     "discard_samples=False. The estimator was left as it was."
                 )
-            store = store.select(kept)
-        marginal_is_prior = prior is not None and params.marginal == "auto" and store.all_from_prior
+            store = store.select(kept, filters_prior_rows=True)
+        # m: the exact prior, the prior mixed with a flow of the proposal rows, or a flow of
+        # all rows (marginal="flow", or once discarding left prior rows biased).
+        prior_fraction = (
+            store.prior_fraction() if prior is not None and params.marginal == "auto" else None
+        )
+        marginal_is_prior = prior_fraction is not None and prior_fraction >= 1.0
+        marginal_kind = (
+            None
+            if prior is None
+            else "prior"
+            if marginal_is_prior
+            else "mixture"
+            if prior_fraction
+            else "flow"
+        )
 
         seed = draw_seed(rng)
         with torch_seed_scope(seed, device):
@@ -690,10 +710,12 @@ class FlowPosteriorEstimator(BaseEstimator):
                     }
                 )
                 network = _build_network(network_spec)
-            network.marginal_is_prior = marginal_is_prior
+            network.prior_fraction = prior_fraction
             # partial_fit trains the marginal flow even while the prior serves as m, so that
             # it is ready when proposal rows arrive; a one-shot fit on prior rows skips it.
             network.train_marginal = not marginal_is_prior or keep_store
+            # In the mixture the flow models the proposal rows only.
+            marginal_rows = ~store.from_prior if marginal_kind == "mixture" else None
             progress = _Progress(params.max_epochs) if params.verbose else None
             epoch_offset = len(self.history_) if continue_training else 0
             train_rows = ~store.is_validation
@@ -718,6 +740,12 @@ class FlowPosteriorEstimator(BaseEstimator):
                     max_cache_samples=params.max_cache_samples,
                     on_epoch_end=progress,
                     epoch_offset=epoch_offset,
+                    marginal_rows_train=None
+                    if marginal_rows is None
+                    else marginal_rows[train_rows],
+                    marginal_rows_val=(
+                        None if marginal_rows is None else marginal_rows[store.is_validation]
+                    ),
                 )
             except TrainingDivergedError as exc:
                 raise RuntimeError(
@@ -754,7 +782,9 @@ class FlowPosteriorEstimator(BaseEstimator):
                 if result.interrupted
                 else ("stopped early" if result.stopped_early else "max_epochs reached"),
                 len(store),
-                "exact prior" if marginal_is_prior else "flow",
+                marginal_kind
+                if prior_fraction is None
+                else f"{marginal_kind} ({prior_fraction:.2f})",
             )
         if result.n_skipped_steps:
             warnings.warn(
@@ -771,7 +801,8 @@ class FlowPosteriorEstimator(BaseEstimator):
         self.device_ = device
         self.network_ = network
         self._network_spec = network_spec
-        self.marginal_ = None if prior is None else ("prior" if marginal_is_prior else "flow")
+        self.marginal_ = marginal_kind
+        self.prior_fraction_ = prior_fraction if marginal_kind in ("prior", "mixture") else None
         self._store = store
         self.n_stored_simulations_ = len(store)
         self.n_discarded_simulations_ = n_discarded
