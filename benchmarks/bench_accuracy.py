@@ -45,11 +45,16 @@ def n_cores() -> int:
 # ------------------------------------------------------------------ methods
 
 
+# FlowPosteriorEstimator settings that override its defaults (--estimator-params).
+ESTIMATOR_PARAMS: dict = {}
+
+
 def fit_skfalcon(task, theta, x, seed):
-    """skfalcon's FlowPosteriorEstimator with its defaults, fitted; returns it and the fit time."""
+    """skfalcon's FlowPosteriorEstimator (defaults unless ``ESTIMATOR_PARAMS``), fitted;
+    returns it and the fit time."""
     from skfalcon import FlowPosteriorEstimator
 
-    estimator = FlowPosteriorEstimator(prior=task.prior, random_state=seed)
+    estimator = FlowPosteriorEstimator(prior=task.prior, random_state=seed, **ESTIMATOR_PARAMS)
     start = time.perf_counter()
     estimator.fit(theta, x)
     return estimator, time.perf_counter() - start
@@ -160,6 +165,12 @@ def parse_args(argv=None):
     )
     parser.add_argument("--only", choices=METHODS, default=None, help="run one method only")
     parser.add_argument(
+        "--estimator-params",
+        type=json.loads,
+        default={},
+        help='JSON dict of FlowPosteriorEstimator settings, e.g. \'{"net_type": "nsf_coupling"}\'',
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="smoke run: 1000 simulations, 1000 samples"
     )
     parser.add_argument(
@@ -237,6 +248,7 @@ def markdown_table(rows, n_samples):
 
 def main(argv=None):
     args = parse_args(argv)
+    ESTIMATOR_PARAMS.update(args.estimator_params)
     methods = [args.only] if args.only else list(METHODS)
     check_importable(methods)
 

@@ -15,6 +15,7 @@ The uniform distribution on the cube becomes the standard normal, which a flow w
 Gaussian base represents exactly, while densities stay densities of :math:`v`.
 """
 
+import functools
 import math
 
 import torch
@@ -28,6 +29,9 @@ __all__ = ["FLOW_FAMILIES", "NormalizedFlow", "build_flow"]
 #: Names accepted by ``net_type`` and the zuko flow each one builds.
 FLOW_FAMILIES = {
     "nsf": zuko.flows.NSF,
+    # Coupling layers (two passes per transform): sampling costs two network evaluations
+    # per transform instead of one per parameter, at some cost in expressiveness.
+    "nsf_coupling": functools.partial(zuko.flows.NSF, passes=2),
     "maf": zuko.flows.MAF,
     "nice": zuko.flows.NICE,
     "realnvp": zuko.flows.RealNVP,
@@ -40,7 +44,7 @@ FLOW_FAMILIES = {
 }
 
 # Families whose transforms are splines with a number of bins.
-_SPLINE_FAMILIES = ("nsf", "ncsf")
+_SPLINE_FAMILIES = ("nsf", "nsf_coupling", "ncsf")
 
 
 def build_flow(
