@@ -176,8 +176,8 @@ class FlowPosteriorEstimator(BaseEstimator):
         exact (draws from the conditional flow, no importance weights). Once rows from a
         proposal arrive (``partial_fit`` with ``theta_log_prob``), :math:`m` is the
         mixture :math:`\alpha \pi + (1 - \alpha) h` with :math:`\alpha` the prior rows'
-        share and :math:`h` the marginal flow, trained on the proposal rows only. ``fit`` on
-        prior rows does not train the marginal flow; ``partial_fit`` always does.
+        share and :math:`h` the marginal flow, trained on the proposal rows only (and not
+        before they arrive).
         ``"flow"`` always trains and uses the flow on all rows, as Falcon does (also what
         ``"auto"`` falls back to once ``discard_samples`` has dropped prior rows).
     store_capacity : int, default=None
@@ -716,9 +716,11 @@ class FlowPosteriorEstimator(BaseEstimator):
                 )
                 network = _build_network(network_spec)
             network.prior_fraction = prior_fraction
-            # partial_fit trains the marginal flow even while the prior serves as m, so that
-            # it is ready when proposal rows arrive; a one-shot fit on prior rows skips it.
-            network.train_marginal = not marginal_is_prior or keep_store
+            # While the prior serves as m the marginal flow is not trained: in the mixture it
+            # models proposal rows only, and pretraining it on prior rows (uniform) left its
+            # normalisation far from the proposal's scale (10-D Gaussian linear, 2,000
+            # simulations, 4 seeds: Gaussian KL 0.53 with pretraining, 0.40 without).
+            network.train_marginal = not marginal_is_prior
             # In the mixture the flow models the proposal rows only.
             marginal_rows = ~store.from_prior if marginal_kind == "mixture" else None
             progress = _Progress(params.max_epochs) if params.verbose else None
