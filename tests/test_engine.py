@@ -20,6 +20,7 @@ from skfalcon.engine import (
     log_normalizer,
     train,
 )
+from skfalcon.engine.importance import systematic_resample
 
 
 @pytest.fixture(autouse=True)
@@ -406,3 +407,31 @@ def test_pool_grows_until_the_effective_sample_size_is_reached():
         posterior, summary, 2000, min_ess=2000, max_rounds=8, **kwargs
     ).ess
     assert float(ess_single[0]) < 2000 <= float(ess_grown[0])
+
+
+def test_systematic_resampling_draws_each_candidate_floor_or_ceil_of_n_w_times():
+    torch.manual_seed(0)
+    log_w = torch.randn(3, 500) * 2.0
+    n = 1000
+    index = systematic_resample(log_w, n)
+    assert index.shape == (3, n) and index.min() >= 0 and index.max() < 500
+    expected = n * torch.softmax(log_w.double(), dim=-1)
+    for row in range(3):
+        counts = torch.bincount(index[row], minlength=500).double()
+        assert ((counts - expected[row]).abs() < 1.0 + 1e-9).all()
+    # Returned in random order, not sorted by candidate.
+    assert not bool((index[:, 1:] >= index[:, :-1]).all())
+
+
+def test_systematic_resampling_is_unbiased_and_repeats_nothing_under_flat_weights():
+    torch.manual_seed(1)
+    log_w = torch.randn(1, 50)
+    weights = torch.softmax(log_w.double(), dim=-1)[0]
+    counts = torch.zeros(50, dtype=torch.float64)
+    for _ in range(2000):
+        counts += torch.bincount(systematic_resample(log_w, 10)[0], minlength=50)
+    # Each candidate's expected count is n w_i (here 10 w_i per draw of 10).
+    np.testing.assert_allclose(counts / 2000, 10 * weights, atol=0.03)
+    # With flat weights and n equal to the pool, every candidate appears exactly once.
+    flat = systematic_resample(torch.zeros(2, 64), 64)
+    assert all(len(set(row.tolist())) == 64 for row in flat)

@@ -19,13 +19,13 @@ the balance heuristic against the target :math:`t(u) = [q(u \mid s) / m(u)]^{\ka
 sequential rounds. Out-of-cube candidates lose :math:`\lambda` (``out_of_bounds_penalty``)
 rather than :math:`\infty`, so a pool with no candidate inside the cube still resamples;
 NaN and :math:`-\infty` log-weights become ``nan_replacement``. Samples are drawn from the
-pool with replacement in proportion to :math:`w`. The pool's effective sample size is
+pool in proportion to :math:`w` by systematic resampling (:func:`systematic_resample`). The pool's effective sample size is
 Kish's :math:`(\sum w)^2 / \sum w^2`, and the normalizing constant of the target,
 :math:`Z = \int_C t \, du`, is estimated by :math:`\frac1N \sum \mathbb{1}_C\, t/g`, which
 gives each sample its normalized log-density :math:`\log t(u) - \log Z`.
 
 :math:`m` is :attr:`DualFlowPosterior.inference_marginal`: the marginal flow, or the exact
-uniform prior when every training row came from the prior.
+uniform prior when every training row came from the prior, or their mixture.
 """
 
 import math
@@ -43,6 +43,7 @@ __all__ = [
     "effective_sample_size",
     "importance_sample",
     "log_normalizer",
+    "systematic_resample",
 ]
 
 
@@ -102,6 +103,29 @@ def effective_sample_size(log_weights: Tensor, dim: int = 0) -> Tensor:
     return torch.exp(
         2 * torch.logsumexp(log_weights, dim=dim) - torch.logsumexp(2 * log_weights, dim=dim)
     )
+
+
+def systematic_resample(log_weights: Tensor, n: int) -> Tensor:
+    r"""Indices ``(m, n)`` of ``n`` draws per row of ``log_weights`` ``(m, N)``, systematically.
+
+    One uniform offset per row places ``n`` evenly spaced points :math:`(k + U)/n` on the
+    cumulative normalized weights, so candidate :math:`i` is drawn
+    :math:`\lfloor n w_i \rfloor` or :math:`\lceil n w_i \rceil` times, :math:`n w_i` in
+    expectation. Multinomial resampling draws it a Binomial number of times instead, which
+    repeats candidates far more often: repeated samples carry no new information (and a
+    classifier test sees them). The draws are returned in random order.
+    """
+    m, size = log_weights.shape
+    probs = torch.softmax(log_weights.double(), dim=-1)
+    cdf = probs.cumsum(-1)
+    cdf = cdf / cdf[:, -1:]
+    points = (
+        torch.arange(n, device=cdf.device, dtype=cdf.dtype)
+        + torch.rand(m, 1, device=cdf.device, dtype=cdf.dtype)
+    ) / n
+    index = torch.searchsorted(cdf, points, right=True).clamp_max(size - 1)
+    order = torch.argsort(torch.rand(m, n, device=cdf.device), dim=-1)
+    return torch.gather(index, 1, order)
 
 
 def log_normalizer(pool: CandidatePool, exponent: float = 1.0) -> Tensor:
@@ -183,8 +207,7 @@ def importance_sample(
     n_conditional = max(pool.n_conditional * len(outside), 1)
     out_of_cube = torch.stack(outside).sum(0).to(log_w.dtype) / n_conditional
 
-    probs = torch.softmax(log_w.T, dim=-1)  # (m, N)
-    index = torch.multinomial(probs, n_samples, replacement=True)  # (m, n)
+    index = systematic_resample(log_w.T, n_samples)  # (m, n)
     u = u.transpose(0, 1)  # (m, N, d)
     samples = torch.gather(u, 1, index.unsqueeze(-1).expand(-1, -1, u.shape[-1]))
     sample_log_target = torch.gather(log_target.T, 1, index)  # (m, n)
