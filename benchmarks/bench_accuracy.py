@@ -127,6 +127,24 @@ def run_sbi(task, theta, x, x_obs, n_samples, seed):
 RUNNERS = {"skfalcon": run_skfalcon, "sbi": run_sbi}
 
 
+def add_estimator_params_argument(parser, default=None) -> None:
+    """``--estimator-params``: a JSON dict of FlowPosteriorEstimator settings."""
+    parser.add_argument(
+        "--estimator-params",
+        type=json.loads,
+        default=default,
+        help="JSON dict of FlowPosteriorEstimator settings for every skfalcon fit, "
+        'e.g. \'{"net_type": "nsf_coupling"}\'',
+    )
+
+
+def set_threads(requested: int | None) -> int:
+    """Set torch's thread count (default: the available cores); returns it."""
+    threads = requested or n_cores()
+    torch.set_num_threads(threads)
+    return threads
+
+
 def check_importable(methods):
     """Fail early, with a hint, when a method's package is missing."""
     for method in methods:
@@ -164,12 +182,7 @@ def parse_args(argv=None):
         "--seeds", nargs="+", type=int, default=[0], help="one run per seed; medians reported"
     )
     parser.add_argument("--only", choices=METHODS, default=None, help="run one method only")
-    parser.add_argument(
-        "--estimator-params",
-        type=json.loads,
-        default={},
-        help='JSON dict of FlowPosteriorEstimator settings, e.g. \'{"net_type": "nsf_coupling"}\'',
-    )
+    add_estimator_params_argument(parser)
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 1000 simulations, 1000 samples"
     )
@@ -248,12 +261,11 @@ def markdown_table(rows, n_samples):
 
 def main(argv=None):
     args = parse_args(argv)
-    ESTIMATOR_PARAMS.update(args.estimator_params)
+    ESTIMATOR_PARAMS.update(args.estimator_params or {})
     methods = [args.only] if args.only else list(METHODS)
     check_importable(methods)
 
-    threads = args.threads or n_cores()
-    torch.set_num_threads(threads)
+    threads = set_threads(args.threads)
     log(
         f"torch.set_num_threads({threads})"
         + ("" if args.threads else ": one thread per available CPU core")

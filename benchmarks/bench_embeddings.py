@@ -26,8 +26,7 @@ import statistics
 import time
 
 import numpy as np
-import torch
-from bench_accuracy import environment, log, n_cores
+from bench_accuracy import environment, log, set_threads
 from scipy.special import logsumexp
 
 from skfalcon import FlowPosteriorEstimator
@@ -173,8 +172,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    threads = args.threads or n_cores()
-    torch.set_num_threads(threads)
+    threads = set_threads(args.threads)
     log(
         f"torch threads {threads}; {args.n_simulations:,} simulations, {args.n_samples:,} "
         f"samples, {args.n_observations} observation(s), seed {args.seed}"

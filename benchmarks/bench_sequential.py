@@ -28,7 +28,15 @@ import time
 
 import numpy as np
 import torch
-from bench_accuracy import TASKS, environment, log, n_cores, sbi_prior
+from bench_accuracy import (
+    TASKS,
+    add_estimator_params_argument,
+    environment,
+    log,
+    n_cores,
+    sbi_prior,
+    set_threads,
+)
 
 from skfalcon.metrics import c2st
 
@@ -130,13 +138,7 @@ def parse_args(argv=None):
     parser.add_argument("--n-observations", type=int, default=1)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--sbi-rounds", type=int, default=4, help="rounds of the sbi methods")
-    parser.add_argument(
-        "--estimator-params",
-        type=json.loads,
-        default=None,
-        help="JSON dict of FlowPosteriorEstimator settings for every skfalcon method, "
-        'e.g. \'{"num_transforms": 5, "hidden_features": [128, 128], "batch_size": 128}\'',
-    )
+    add_estimator_params_argument(parser)
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -181,8 +183,7 @@ def markdown_table(records, budgets):
 
 def main(argv=None):
     args = parse_args(argv)
-    threads = args.threads or n_cores()
-    torch.set_num_threads(threads)
+    threads = set_threads(args.threads)
     log(
         f"torch.set_num_threads({threads}); load average {os.getloadavg()[0]:.1f} on "
         f"{n_cores()} cores; methods {args.methods}, budgets {args.budgets}, amortized "

@@ -250,24 +250,15 @@ def test_log_prob_with_wrong_theta_columns_is_explained(d, f, c, k):
         est.log_prob(np.zeros((k, c)), np.zeros(f))
 
 
+@pytest.mark.parametrize("method", ["log_prob", "score"])
 @_settings
 @given(d=dims, f=dims, k=sizes, m=st.integers(2, 12))
-def test_log_prob_with_mismatched_rows_is_explained(d, f, k, m):
+def test_mismatched_rows_are_explained(method, d, f, k, m):
     if m == k:
         m = k + 1
     est = _fitted(d, f)
     with pytest.raises(ValueError, match=rf"^x has {m} observations but theta has {k} rows"):
-        est.log_prob(np.zeros((k, d)), np.zeros((m, f)))
-
-
-@_settings
-@given(d=dims, f=dims, k=sizes, m=st.integers(2, 12))
-def test_score_with_mismatched_rows_is_explained(d, f, k, m):
-    if m == k:
-        m = k + 1
-    est = _fitted(d, f)
-    with pytest.raises(ValueError, match=rf"^x has {m} observations but theta has {k} rows"):
-        est.score(np.zeros((k, d)), np.zeros((m, f)))
+        getattr(est, method)(np.zeros((k, d)), np.zeros((m, f)))
 
 
 @_settings

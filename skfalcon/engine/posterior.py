@@ -29,7 +29,7 @@ and the marginal flow learns only :math:`h`, the density of the proposal rows (t
 of :math:`m` is then taken over those rows). The prior part, uniform on the cube, is
 exact, so a flow never has to model a flat density with sharp edges. With
 :math:`\alpha = 1` (every row from the prior) :math:`m` is the uniform density
-:math:`(2b)^{-d}`, the marginal flow need not be trained (``train_marginal``), and the
+:math:`(2b)^{-d}`, the marginal flow is not trained, and the
 posterior is :math:`q` restricted to the cube. ``prior_fraction=None`` lets the marginal
 flow model all of :math:`\tilde p`, as Falcon does.
 
@@ -192,8 +192,6 @@ class DualFlowPosterior(nn.Module):
         if prior_fraction is not None and self.uniform is None:
             raise ValueError("prior_fraction needs cube_bound")
         self.prior_fraction = prior_fraction
-        # Whether losses() includes the marginal flow; it may be trained ahead of its use.
-        self.train_marginal = not self.marginal_is_prior
 
     @property
     def has_marginal(self) -> bool:
@@ -225,14 +223,16 @@ class DualFlowPosterior(nn.Module):
 
         The training objective is their sum. The marginal flow's mean is over the rows
         where ``marginal_rows`` (bool, shape ``(n,)``) is true, all rows when it is
-        ``None``; its entry is 0 without :math:`m`, when ``train_marginal`` is off (the
-        exact prior serving as :math:`m`), or when no row is selected.
+        ``None``; its entry is 0 without :math:`m`, when the exact prior serves as :math:`m`
+        (the flow is then not trained), or when no row is selected.
         """
         nll_conditional = -self.conditional.log_prob(u, self.embed(x)).mean()
         zero = torch.zeros_like(nll_conditional)
-        if self.marginal is None or not self.train_marginal:
+        if self.marginal is None or self.marginal_is_prior:
             return torch.stack([nll_conditional, zero])
         if marginal_rows is not None:
+            # Indexing, not masking, so that the flow's running normalisation sees these
+            # rows only (one host sync per step, and only in the mixture).
             u = u[marginal_rows]
             if u.shape[0] == 0:
                 return torch.stack([nll_conditional, zero])

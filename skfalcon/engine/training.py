@@ -41,11 +41,14 @@ class TrainingResult:
 
 
 def _row_counts(rows: int, marginal_rows: Tensor | None, device) -> Tensor:
-    """Rows behind each entry of :meth:`DualFlowPosterior.losses`, as a device tensor."""
-    n = torch.tensor(float(rows), device=device)
-    if marginal_rows is None:
-        return torch.stack([n, n])
-    return torch.stack([n, marginal_rows.sum().to(n.dtype)])
+    """Rows behind each entry of :meth:`DualFlowPosterior.losses`, as a device tensor.
+
+    Filled on the device (no host-to-device copy per step).
+    """
+    counts = torch.full((2,), float(rows), device=device)
+    if marginal_rows is not None:
+        counts[1] = marginal_rows.sum()
+    return counts
 
 
 def _mean_losses(

@@ -678,15 +678,16 @@ class FlowPosteriorEstimator(BaseEstimator):
         prior_fraction = (
             store.prior_fraction() if prior is not None and params.marginal == "auto" else None
         )
-        marginal_is_prior = prior_fraction is not None and prior_fraction >= 1.0
+        prior_fraction = prior_fraction or None  # no prior rows: the flow models them all
+        marginal_is_prior = prior_fraction == 1.0
         marginal_kind = (
             None
             if prior is None
+            else "flow"
+            if prior_fraction is None
             else "prior"
             if marginal_is_prior
             else "mixture"
-            if prior_fraction
-            else "flow"
         )
 
         seed = draw_seed(rng)
@@ -716,11 +717,11 @@ class FlowPosteriorEstimator(BaseEstimator):
                 )
                 network = _build_network(network_spec)
             network.prior_fraction = prior_fraction
-            # While the prior serves as m the marginal flow is not trained: in the mixture it
-            # models proposal rows only, and pretraining it on prior rows (uniform) left its
-            # normalisation far from the proposal's scale (10-D Gaussian linear, 2,000
-            # simulations, 4 seeds: Gaussian KL 0.53 with pretraining, 0.40 without).
-            network.train_marginal = not marginal_is_prior
+            # While the prior serves as m the marginal flow is not trained (losses() skips
+            # it): in the mixture it models proposal rows only, and pretraining it on prior
+            # rows (uniform) left its normalisation far from the proposal's scale (10-D
+            # Gaussian linear, 2,000 simulations, 4 seeds: Gaussian KL 0.53 with
+            # pretraining, 0.40 without).
             # In the mixture the flow models the proposal rows only.
             marginal_rows = ~store.from_prior if marginal_kind == "mixture" else None
             progress = _Progress(params.max_epochs) if params.verbose else None
@@ -809,7 +810,7 @@ class FlowPosteriorEstimator(BaseEstimator):
         self.network_ = network
         self._network_spec = network_spec
         self.marginal_ = marginal_kind
-        self.prior_fraction_ = prior_fraction if marginal_kind in ("prior", "mixture") else None
+        self.prior_fraction_ = prior_fraction
         self._store = store
         self.n_stored_simulations_ = len(store)
         self.n_discarded_simulations_ = n_discarded
