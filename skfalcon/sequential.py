@@ -42,6 +42,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from skfalcon.estimators._observations import _as_mapping
 from skfalcon.estimators._params import _to_python, validate_params
 from skfalcon.utils import draw_seed
 
@@ -150,12 +151,13 @@ def _simulator_name(simulator) -> str:
     return getattr(simulator, "__qualname__", None) or type(simulator).__qualname__
 
 
-def _simulate(simulator, theta: np.ndarray, n_jobs: int | None) -> np.ndarray:
+def _simulate(simulator, theta: np.ndarray, n_jobs: int | None):
     """Run ``simulator`` on the rows of ``theta``, in chunks through :class:`joblib.Parallel`.
 
     ``theta`` is split into as many chunks as the active joblib backend runs at once for
     ``n_jobs``, so a Dask or Ray backend (``joblib.parallel_backend``) spreads them over
-    its workers. Returns a float64 array of shape ``(n, n_features)``.
+    its workers. Returns the observations as one float64 array ``(n, *shape)``, or a dict
+    of them when the simulator returns named outputs.
     """
     n_chunks = max(1, min(len(theta), joblib.effective_n_jobs(n_jobs)))
     chunks = np.array_split(theta, n_chunks)
@@ -176,25 +178,110 @@ def _simulate(simulator, theta: np.ndarray, n_jobs: int | None) -> np.ndarray:
                 "joblib.parallel_backend('threading'), or use n_jobs=None."
             ) from exc
         raise
-    results = []
-    for chunk, out in zip(chunks, outputs, strict=True):
-        out = np.asarray(out, dtype=np.float64)
-        if out.ndim == 1 and len(chunk) > 1 and out.shape[0] == len(chunk):
-            out = out[:, None]
-        if out.ndim != 2 or out.shape[0] != len(chunk):
-            raise ValueError(
-                f"The simulator {_simulator_name(simulator)!r} returned an array of shape "
-                f"{out.shape} for {len(chunk)} parameter rows; expected one observation per "
-                f"row, shape ({len(chunk)}, n_features)."
-            )
-        results.append(out)
-    widths = {r.shape[1] for r in results}
-    if len(widths) > 1:
+    name = _simulator_name(simulator)
+    batches = [_as_batch(out, len(chunk), name) for chunk, out in zip(chunks, outputs, strict=True)]
+    layouts = {_describe_batch(b) for b in batches}
+    if len(layouts) > 1:
         raise ValueError(
-            f"The simulator {_simulator_name(simulator)!r} returned observations of "
-            f"different widths {sorted(widths)} for different chunks."
+            f"The simulator {name!r} returned observations of different shapes "
+            f"{sorted(layouts)} for different chunks."
         )
-    return np.concatenate(results)
+    if isinstance(batches[0], dict):
+        return {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
+    return np.concatenate(batches)
+
+
+def _as_rows(out, n_rows: int, what: str) -> np.ndarray:
+    """One simulator output as float64 ``(n_rows, *shape)``; 1-D is one feature per row."""
+    out = np.asarray(out, dtype=np.float64)
+    if out.ndim == 1 and out.shape[0] == n_rows:
+        out = out[:, None]
+    if out.ndim < 2 or out.shape[0] != n_rows:
+        raise ValueError(
+            f"{what} is an array of shape {out.shape} for {n_rows} parameter rows; expected "
+            f"one observation per row, shape ({n_rows}, *observation_shape)."
+        )
+    return out
+
+
+def _as_batch(out, n_rows: int, name: str):
+    """A simulator's return value as rows: an array, or a dict of arrays for named outputs."""
+    mapping = _as_mapping(out)
+    if mapping is None:
+        return _as_rows(out, n_rows, f"The output of simulator {name!r}")
+    if not mapping or not all(isinstance(key, str) for key in mapping):
+        raise ValueError(
+            f"The simulator {name!r} returned a dict with keys {list(mapping)}; named "
+            "outputs need at least one key, and str keys."
+        )
+    return {
+        key: _as_rows(value, n_rows, f"Output {key!r} of simulator {name!r}")
+        for key, value in mapping.items()
+    }
+
+
+def _describe_batch(batch) -> str:
+    if isinstance(batch, dict):
+        return str({key: value.shape[1:] for key, value in batch.items()})
+    return str(batch.shape[1:])
+
+
+def _finite_rows(x) -> np.ndarray:
+    """Rows whose observation (every named output of it) is finite."""
+    parts = x.values() if isinstance(x, dict) else [x]
+    return np.logical_and.reduce([np.isfinite(p.reshape(len(p), -1)).all(axis=1) for p in parts])
+
+
+def _take_rows(x, keep: np.ndarray):
+    return {key: value[keep] for key, value in x.items()} if isinstance(x, dict) else x[keep]
+
+
+def _check_observation(x_obs):
+    """``x_obs`` as a finite float64 array of any shape, or a dict of them (a number is
+    one feature)."""
+
+    def check(value, name: str) -> np.ndarray:
+        value = np.atleast_1d(np.asarray(value)) if np.ndim(value) == 0 else value
+        return np.asarray(
+            check_array(value, ensure_2d=False, allow_nd=True, dtype=np.float64, input_name=name)
+        )
+
+    mapping = _as_mapping(x_obs)
+    if mapping is None:
+        return check(x_obs, "x_obs")
+    if not mapping:
+        raise ValueError("x_obs is an empty dict; pass one array per named observation.")
+    return {key: check(value, f"x_obs[{key!r}]") for key, value in mapping.items()}
+
+
+def _match_observation(x_obs, x, simulator_name: str):
+    """``x_obs`` as one observation of the simulator's outputs ``x`` (a leading axis of 1
+    is dropped), or a ``ValueError`` saying which shapes disagree."""
+
+    def match(value: np.ndarray, shape: tuple, label: str) -> np.ndarray:
+        if value.shape == shape:
+            return value
+        if value.shape == (1, *shape):
+            return value[0]
+        raise ValueError(
+            f"{label} must be one observation of shape {shape}, as the simulator "
+            f"{simulator_name!r} returns them, got shape {value.shape}."
+        )
+
+    if isinstance(x, dict) != isinstance(x_obs, dict):
+        kind = "named outputs " + str(list(x)) if isinstance(x, dict) else "an array"
+        raise ValueError(
+            f"x_obs must be one observation as the simulator {simulator_name!r} returns them "
+            f"({kind}), got {'a dict' if isinstance(x_obs, dict) else 'an array'}."
+        )
+    if not isinstance(x, dict):
+        return match(x_obs, x.shape[1:], "x_obs")
+    if set(x_obs) != set(x):
+        raise ValueError(
+            f"x_obs has inputs {list(x_obs)}, but the simulator {simulator_name!r} returns "
+            f"{list(x)}."
+        )
+    return {key: match(x_obs[key], x[key].shape[1:], f"x_obs[{key!r}]") for key in x}
 
 
 class SequentialInference(BaseEstimator):
@@ -215,8 +302,10 @@ class SequentialInference(BaseEstimator):
         with simulations that return NaN or infinity.
     simulator : callable
         ``simulator(theta)`` takes a float64 array of shape ``(n, n_parameters)`` and
-        returns ``n`` observations, shape ``(n, n_features)`` (or ``(n,)`` for one
-        feature). Its randomness is its own: seed it inside if runs must repeat.
+        returns ``n`` observations: an array ``(n, *observation_shape)`` (``(n,)`` for
+        one feature; a series ``(n, length)``, an image ``(n, channels, h, w)``), or a dict
+        of such arrays for named outputs, as :meth:`~skfalcon.FlowPosteriorEstimator.fit`
+        takes ``x``. Its randomness is its own: seed it inside if runs must repeat.
     strategy : {"standard", "amortized", "round_based"}, default="standard"
         ``"standard"``: continuous resampling while training; ``"amortized"``: one set of
         prior simulations, one fit; ``"round_based"``: ``n_rounds`` rounds of full
@@ -261,8 +350,8 @@ class SequentialInference(BaseEstimator):
     n_dropped_simulations_ : int
         Simulations dropped because their observation held NaN or infinity
         (``nan_policy="drop"``).
-    x_obs_ : ndarray of shape (n_features,)
-        The observation the loop focused on.
+    x_obs_ : ndarray of shape observation_shape, or dict of ndarray
+        The observation the loop focused on, as float64.
 
     See Also
     --------
@@ -319,8 +408,10 @@ class SequentialInference(BaseEstimator):
 
         Parameters
         ----------
-        x_obs : array-like of shape (n_features,)
-            The observation to focus on.
+        x_obs : array-like of shape observation_shape, or dict of array-like
+            The observation to focus on: one output of the simulator, without the batch
+            axis (a leading axis of length 1 is accepted); a dict with the simulator's
+            names for named outputs.
         n_simulations : int
             Simulation budget: rows passed to the simulator in all rounds together.
 
@@ -330,13 +421,7 @@ class SequentialInference(BaseEstimator):
             With ``estimator_`` trained and ``history_`` filled.
         """
         params = _validate(self.get_params(deep=False))
-        x_obs = check_array(x_obs, ensure_2d=False, dtype=np.float64, input_name="x_obs")
-        if x_obs.ndim == 2 and x_obs.shape[0] == 1:
-            x_obs = x_obs[0]
-        if x_obs.ndim != 1:
-            raise ValueError(
-                f"x_obs must be one observation of shape (n_features,), got shape {x_obs.shape}."
-            )
+        x_obs = _check_observation(x_obs)
         n_simulations = _check_budget(n_simulations, params)
 
         loop = _Loop(params, clone(params.estimator), x_obs)
@@ -348,7 +433,7 @@ class SequentialInference(BaseEstimator):
         self.history_ = loop.history
         self.n_simulations_ = loop.n_simulations
         self.n_dropped_simulations_ = loop.n_dropped
-        self.x_obs_ = x_obs
+        self.x_obs_ = loop.x_obs
         return self
 
 
@@ -377,7 +462,7 @@ def _check_budget(n_simulations, params: SequentialParams) -> int:
 class _Loop:
     """One run of a strategy: the estimator being trained, counts, history, progress bar."""
 
-    def __init__(self, params: SequentialParams, estimator, x_obs: np.ndarray):
+    def __init__(self, params: SequentialParams, estimator, x_obs):
         self.params = params
         self.estimator = estimator
         self.x_obs = x_obs
@@ -442,6 +527,8 @@ class _Loop:
             )
         x = _simulate(params.simulator, theta, params.n_jobs)
         self.n_simulations += n
+        if not self.history:  # the first outputs tell what one observation looks like
+            self.x_obs = _match_observation(self.x_obs, x, _simulator_name(params.simulator))
         theta, x, log_prob, n_dropped = self._drop_non_finite(theta, x, log_prob)
         seconds_simulate = time.perf_counter() - start
 
@@ -507,7 +594,7 @@ class _Loop:
             self._bar.update(1)
 
     def _drop_non_finite(self, theta, x, log_prob):
-        bad = ~np.isfinite(x).all(axis=1)
+        bad = ~_finite_rows(x)
         n_bad = int(bad.sum())
         if not n_bad:
             return theta, x, log_prob, 0
@@ -528,4 +615,4 @@ class _Loop:
         )
         self.n_dropped += n_bad
         keep = ~bad
-        return theta[keep], x[keep], None if log_prob is None else log_prob[keep], n_bad
+        return theta[keep], _take_rows(x, keep), None if log_prob is None else log_prob[keep], n_bad
