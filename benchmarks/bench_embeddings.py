@@ -43,7 +43,12 @@ class Distractors:
     """Gaussian linear (10-D) observed through ``N_DISTRACTORS`` extra pure-noise features."""
 
     name = "distractors"
-    configurations = (("clean", None), ("distracted", None), ("distracted", "mlp"))
+    configurations = (
+        ("clean", None),
+        ("distracted", None),
+        ("distracted", "mlp"),
+        ("distracted", "linear"),
+    )
 
     def __init__(self):
         self.task = GaussianLinear()
@@ -159,6 +164,13 @@ def parse_args(argv=None):
     parser.add_argument("--n-observations", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--embeddings",
+        nargs="+",
+        default=None,
+        help="run only the configurations with these embeddings ('None', 'mlp', 'linear', "
+        "'cnn1d'); default: all",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="smoke run: 1000 simulations, 1000 samples"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
@@ -194,6 +206,8 @@ def main(argv=None):
         )
         data = {}
         for variant, embedding in task.configurations:
+            if args.embeddings is not None and str(embedding) not in args.embeddings:
+                continue
             if variant not in data:
                 # The same simulations for every embedding of a variant.
                 rng = np.random.RandomState([args.seed, 1])

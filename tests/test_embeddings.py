@@ -20,6 +20,7 @@ from skfalcon import FlowPosteriorEstimator
 from skfalcon.datasets import TwoMoons
 from skfalcon.engine import (
     DeepSetEmbedding,
+    LinearEmbedding,
     MultiInputEmbedding,
     RunningNorm,
     SplitInputs,
@@ -107,6 +108,7 @@ class RowRecorder(nn.Module):
 ENGINE_CASES = {
     "mlp-vector": ("mlp", (7,)),
     "mlp-matrix": ("mlp", (2, 3)),
+    "linear-matrix": ("linear", (2, 3)),
     "cnn1d-series": ("cnn1d", (40,)),
     "cnn1d-channels": ("cnn1d", (2, 33)),
     "deepset-scalars": ("deepset", (9,)),
@@ -143,7 +145,8 @@ def test_embeddings_give_summaries_and_gradients_reach_every_parameter(case):
     if isinstance(embedding, str):
         per_input = len(shape) if isinstance(shape, dict) else 1
         assert context == OPTIONS["out_features"] * per_input
-    summary.square().sum().backward()
+    # Away from 0, so that a preset starting at a zero summary gets a gradient too.
+    (summary - 1.0).square().sum().backward()
     parameters = dict(module.named_parameters())
     assert parameters
     for name, parameter in parameters.items():
@@ -167,6 +170,24 @@ def test_split_inputs_restores_named_shapes():
     parts = split(flat)
     assert parts["a"].shape == (2, 2, 3) and parts["b"].shape == (2, 1)
     torch.testing.assert_close(parts["a"].flatten(1), flat[:, :6])
+
+
+def test_linear_preset_starts_at_zero_and_leaves_noise_features_near_zero(tiny):
+    module = LinearEmbedding((5,), out_features=3)
+    assert torch.count_nonzero(module(torch.randn(8, 5))) == 0  # a constant summary at first
+    # x: theta (2 informative features) next to 20 pure-noise features.
+    rng = np.random.RandomState(0)
+    theta = rng.uniform(-1, 1, (1000, 2))
+    x = np.hstack([theta + 0.1 * rng.randn(1000, 2), rng.randn(1000, 20)])
+    params = {**tiny, "max_epochs": 8, "early_stop_patience": 8}
+    est = FlowPosteriorEstimator(prior=PRIOR, embedding="linear", random_state=0, **params)
+    est.fit(theta, x)
+    (linear,) = [m for m in est.network_.modules() if isinstance(m, LinearEmbedding)]
+    weight = linear.linear.weight.detach().abs()
+    # The informative columns earned weights; the noise columns stayed far smaller, and
+    # far below the mean |w| of 1 / (2 sqrt(22)) ~ 0.107 that a random start gives them.
+    assert weight[:, :2].mean() > 3 * weight[:, 2:].mean()
+    assert weight[:, 2:].mean() < 0.04
 
 
 def test_embedding_errors_say_what_is_expected():
@@ -313,7 +334,7 @@ def test_nan_rows_of_any_input_are_dropped(dict_data, tiny):
     assert est.n_dropped_simulations_ == 1
 
 
-@pytest.mark.parametrize("embedding", [None, "mlp", "deepset", "cnn1d"])
+@pytest.mark.parametrize("embedding", [None, "mlp", "linear", "deepset", "cnn1d"])
 def test_multidimensional_array_observations(embedding, tiny):
     rng = np.random.RandomState(0)
     theta = rng.uniform(-1, 1, (200, 2))
@@ -359,7 +380,7 @@ def test_estimators_saved_before_observation_shape_still_work(fitted_moons, moon
 @pytest.mark.parametrize(
     ("value", "match"),
     [
-        ("cnn", r"embedding='cnn' \(expected None, one of \['cnn1d', 'deepset', 'mlp'\]"),
+        ("cnn", r"embedding='cnn' \(expected None, one of \['cnn1d', 'deepset', 'linear', 'mlp'\]"),
         ({}, r"embedding=\{\} \(expected None"),
         ({"a": 3}, r"embedding=\{'a': 3\} \(expected None"),
         (3, r"embedding=3 \(expected None"),

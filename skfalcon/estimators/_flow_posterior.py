@@ -111,7 +111,8 @@ class FlowPosteriorEstimator(BaseEstimator):
     embedding : None, str, nn.Module, callable or dict, default=None
         Summary network of ``x``, trained jointly with the flows (see
         :doc:`/user_guide/embeddings`). ``None``: the flattened ``x``, normalised online by
-        running statistics of the training rows. ``"mlp"``, ``"cnn1d"`` (series of shape
+        running statistics of the training rows. ``"linear"`` (a learned linear summary,
+        weights starting at zero), ``"mlp"``, ``"cnn1d"`` (series of shape
         ``(length,)`` or ``(channels, length)``) or ``"deepset"`` (i.i.d. trials of shape
         ``(n_trials,)`` or ``(n_trials, d)``): presets sized by the ``embedding_*``
         parameters, normalising their input online. A ``torch.nn.Module`` gets observations
