@@ -69,8 +69,8 @@ class LinearEmbedding(nn.Module):
     near zero. A random start instead gives each of them a weight of order
     :math:`1/\sqrt{D}` that training must first undo: with 100 pure-noise features next to
     10 informative ones (the 10-D Gaussian linear task, 10,000 simulations), the zero start
-    halved the Gaussian KL divergence to the exact posterior
-    (``benchmarks/bench_embeddings.py``). The right preset when a linear summary is
+    lowered the Gaussian KL divergence to the exact posterior from 0.275 / 0.348 to
+    0.147 / 0.251 (seeds 0 / 1; ``benchmarks/embedding_kl.py``). The right preset when a linear summary is
     sufficient (linear-Gaussian models) or as a learned compression of many features.
 
     Parameters
