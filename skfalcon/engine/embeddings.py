@@ -60,7 +60,21 @@ def _mlp(in_features: int, hidden_features: tuple[int, ...], out_features: int) 
     return nn.Sequential(*layers)
 
 
-class LinearEmbedding(nn.Module):
+class _FlatInput(nn.Module):
+    """The flattened observation, normalised by running statistics: the input of the
+    linear and perceptron presets."""
+
+    def __init__(self, shape: Shape, momentum, adaptive_momentum, use_log_update):
+        super().__init__()
+        self.in_features = math.prod(shape)
+        self.flatten = nn.Flatten(1)
+        self.norm = RunningNorm(self.in_features, momentum, adaptive_momentum, use_log_update)
+
+    def normalized(self, x: Tensor) -> Tensor:
+        return self.norm(self.flatten(x))
+
+
+class LinearEmbedding(_FlatInput):
     r"""Running normalisation of the flattened observation, then a linear map from zero.
 
     The summary is :math:`s(x) = W z + b` with :math:`z` the normalised input and
@@ -70,8 +84,9 @@ class LinearEmbedding(nn.Module):
     :math:`1/\sqrt{D}` that training must first undo: with 100 pure-noise features next to
     10 informative ones (the 10-D Gaussian linear task, 10,000 simulations), the zero start
     lowered the Gaussian KL divergence to the exact posterior from 0.275 / 0.348 to
-    0.147 / 0.251 (seeds 0 / 1; ``benchmarks/embedding_kl.py``). The right preset when a linear summary is
-    sufficient (linear-Gaussian models) or as a learned compression of many features.
+    0.147 / 0.251 (seeds 0 / 1; ``benchmarks/embedding_kl.py``). The right preset when a
+    linear summary is sufficient (linear-Gaussian models) or as a learned compression of
+    many features.
 
     Parameters
     ----------
@@ -93,20 +108,17 @@ class LinearEmbedding(nn.Module):
         adaptive_momentum: bool = False,
         use_log_update: bool = False,
     ):
-        super().__init__()
-        in_features = math.prod(shape)
-        self.flatten = nn.Flatten(1)
-        self.norm = RunningNorm(in_features, momentum, adaptive_momentum, use_log_update)
-        self.linear = nn.Linear(in_features, out_features)
+        super().__init__(shape, momentum, adaptive_momentum, use_log_update)
+        self.linear = nn.Linear(self.in_features, out_features)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """Summaries ``(n, out_features)`` of observations ``(n, *shape)``."""
-        return self.linear(self.norm(self.flatten(x)))
+        return self.linear(self.normalized(x))
 
 
-class MLPEmbedding(nn.Module):
+class MLPEmbedding(_FlatInput):
     r"""Running normalisation of the flattened observation, then a perceptron with a linear shortcut.
 
     The summary is :math:`s(x) = \mathrm{MLP}(z) + W z` with :math:`z` the normalised
@@ -138,16 +150,13 @@ class MLPEmbedding(nn.Module):
         adaptive_momentum: bool = False,
         use_log_update: bool = False,
     ):
-        super().__init__()
-        in_features = math.prod(shape)
-        self.flatten = nn.Flatten(1)
-        self.norm = RunningNorm(in_features, momentum, adaptive_momentum, use_log_update)
-        self.net = _mlp(in_features, tuple(hidden_features), out_features)
-        self.shortcut = nn.Linear(in_features, out_features)
+        super().__init__(shape, momentum, adaptive_momentum, use_log_update)
+        self.net = _mlp(self.in_features, tuple(hidden_features), out_features)
+        self.shortcut = nn.Linear(self.in_features, out_features)
 
     def forward(self, x: Tensor) -> Tensor:
         """Summaries ``(n, out_features)`` of observations ``(n, *shape)``."""
-        z = self.norm(self.flatten(x))
+        z = self.normalized(x)
         return self.net(z) + self.shortcut(z)
 
 
