@@ -80,6 +80,28 @@ def test_prior_mixture_density_and_samples():
     assert stats.kstest(wrong.sample_and_log_prob((20_000,))[0][:, 0].numpy(), cdf).pvalue < 1e-3
 
 
+class _NoEmptyBatches(_Normal):
+    """Like zuko's flows, refuses a batch of zero rows."""
+
+    def log_prob(self, v, context=None):
+        assert v.shape[0] > 0, "empty batch"
+        return super().log_prob(v)
+
+    def sample_and_log_prob(self, shape, context=None):
+        assert shape[0] > 0, "empty batch"
+        return super().sample_and_log_prob(shape)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_prior_mixture_small_draws_never_send_the_flow_an_empty_batch(n):
+    torch.manual_seed(0)
+    mixture = PriorMixture(UniformCube(1, 2.0), _NoEmptyBatches(0.2), 0.5)
+    for _ in range(20):  # all-prior and all-flow draws both happen
+        v, log_p = mixture.sample_and_log_prob((n,))
+        assert v.shape == (n, 1) and torch.isfinite(log_p).all()
+        torch.testing.assert_close(mixture.log_prob(v), log_p)
+
+
 def test_store_marks_prior_rows_filtered_only_by_a_rule_that_looks_at_them():
     u, x, log_g, from_prior, is_val = _rows(10)
     from_prior[5:] = False

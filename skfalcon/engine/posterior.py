@@ -106,14 +106,19 @@ class PriorMixture:
         n = math.prod(shape)
         device = self.uniform._anchor.device
         n_prior = int((torch.rand(n, device=device) < self.prior_fraction).sum())
-        v_flow, log_flow_at_flow = self.flow.sample_and_log_prob((n - n_prior,))
-        v_prior, log_prior_at_prior = self.uniform.sample_and_log_prob((n_prior,))
-        v_prior = v_prior.to(v_flow.dtype)
-        v = torch.cat([v_flow, v_prior])
-        log_flow = torch.cat([log_flow_at_flow, self.flow.log_prob(v_prior)])
-        log_prior = torch.cat([self.uniform.log_prob(v_flow), log_prior_at_prior])
+        parts = []  # (v, log density of the mixture); zuko cannot take empty batches
+        if n > n_prior:
+            v_flow, log_flow = self.flow.sample_and_log_prob((n - n_prior,))
+            parts.append((v_flow, self._mix(self.uniform.log_prob(v_flow), log_flow)))
+        if n_prior:
+            v_prior, log_prior = self.uniform.sample_and_log_prob((n_prior,))
+            if parts:
+                v_prior = v_prior.to(parts[0][0].dtype)
+            parts.append((v_prior, self._mix(log_prior, self.flow.log_prob(v_prior))))
+        v = torch.cat([p[0] for p in parts])
+        log_density = torch.cat([p[1] for p in parts])
         order = torch.randperm(n, device=v.device)
-        v, log_density = v[order], self._mix(log_prior, log_flow)[order]
+        v, log_density = v[order], log_density[order]
         return v.reshape(*shape, v.shape[-1]), log_density.reshape(shape)
 
 
