@@ -58,10 +58,13 @@ class TaskSimulator:
 # ------------------------------------------------------------------ methods
 
 
-def run_skfalcon(strategy, task, x_obs, budget, n_samples, seed, estimator_params=None):
+def run_skfalcon(
+    strategy, task, x_obs, budget, n_samples, seed, estimator_params=None, loop_params=None
+):
     """SequentialInference with the given strategy, every other knob at its default.
 
-    ``estimator_params`` (a dict) overrides the estimator's defaults, for every strategy.
+    ``estimator_params`` (a dict) overrides the estimator's defaults, for every strategy;
+    ``loop_params`` (a dict) overrides SequentialInference's.
     """
     from skfalcon import FlowPosteriorEstimator, SequentialInference
 
@@ -69,7 +72,11 @@ def run_skfalcon(strategy, task, x_obs, budget, n_samples, seed, estimator_param
         prior=task.prior, random_state=seed, **(estimator_params or {})
     )
     loop = SequentialInference(
-        estimator, TaskSimulator(task, [seed, 2]), strategy=strategy, random_state=seed
+        estimator,
+        TaskSimulator(task, [seed, 2]),
+        strategy=strategy,
+        random_state=seed,
+        **(loop_params or {}),
     )
     loop.run(x_obs, budget)
     samples = loop.estimator_.sample(x_obs, n_samples, random_state=seed)
@@ -107,7 +114,10 @@ def run_sbi(variant, task, x_obs, budget, n_samples, seed, n_rounds):
 def run_method(method, task, x_obs, budget, n_samples, seed, args):
     if method in ("sequential", "round_based", "amortized"):
         strategy = "standard" if method == "sequential" else method
-        return run_skfalcon(strategy, task, x_obs, budget, n_samples, seed, args.estimator_params)
+        loop_params = args.sequential_params if method != "amortized" else None
+        return run_skfalcon(
+            strategy, task, x_obs, budget, n_samples, seed, args.estimator_params, loop_params
+        )
     return run_sbi(method, task, x_obs, budget, n_samples, seed, args.sbi_rounds)
 
 
@@ -139,6 +149,13 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--sbi-rounds", type=int, default=4, help="rounds of the sbi methods")
     add_estimator_params_argument(parser)
+    parser.add_argument(
+        "--sequential-params",
+        type=json.loads,
+        default={},
+        help="JSON dict of SequentialInference settings for the sequential and round-based "
+        "methods, e.g. '{\"min_training_samples\": 250}'",
+    )
     parser.add_argument(
         "--quick",
         action="store_true",

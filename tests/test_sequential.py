@@ -84,6 +84,15 @@ def test_two_round_run_bookkeeping(estimator):
     assert seq.estimator_ is not estimator
 
 
+def test_default_round_sizes_follow_the_budget(estimator):
+    seq = SequentialInference(estimator, toy_simulator, resample_interval=1, random_state=0)
+    seq.run(X_OBS, 803)
+    # A quarter first, then batches of an eighth; the remainder goes last.
+    assert [r["n_simulations"] for r in seq.history_] == [200] + [100] * 6 + [3]
+    with pytest.raises(ValueError, match=r"max_training_samples=150 is below the 200 prior"):
+        seq.set_params(max_training_samples=150).run(X_OBS, 800)
+
+
 def test_run_is_reproducible_with_random_state(estimator):
     first = loop(estimator).run(X_OBS, 300).estimator_.sample(X_OBS, 20, random_state=1)
     second = loop(estimator).run(X_OBS, 300).estimator_.sample(X_OBS, 20, random_state=1)
