@@ -21,8 +21,9 @@ rather than :math:`\infty`, so a pool with no candidate inside the cube still re
 NaN and :math:`-\infty` log-weights become ``nan_replacement``. Samples are drawn from the
 pool in proportion to :math:`w` by systematic resampling (:func:`systematic_resample`).
 The pool's effective sample size is Kish's :math:`(\sum w)^2 / \sum w^2`, and the
-normalizing constant of the target, :math:`Z = \int_C t \, du`, is estimated by :math:`\frac1N \sum \mathbb{1}_C\, t/g`, which
-gives each sample its normalized log-density :math:`\log t(u) - \log Z`.
+normalizing constant of the target, :math:`Z = \int_C t \, du`, is estimated by
+:math:`\frac1N \sum \mathbb{1}_C\, t/g`, which gives each sample its normalized
+log-density :math:`\log t(u) - \log Z`.
 
 :math:`m` is :attr:`DualFlowPosterior.inference_marginal`: the marginal flow, or the exact
 uniform prior when every training row came from the prior, or their mixture.
