@@ -7,6 +7,8 @@ import threading
 import joblib
 import numpy as np
 import pytest
+import torch
+from scipy import stats
 from sklearn.base import clone
 
 from skfalcon import FlowPosteriorEstimator, SequentialInference
@@ -105,6 +107,7 @@ def test_run_is_reproducible_with_random_state(estimator):
         ("amortized", {}, [350]),
         ("round_based", {"n_rounds": 2}, [175, 175]),
         ("standard", {"max_training_samples": 250}, [200, 100, 50]),
+        ("truncated", {}, [200, 100, 50]),
     ],
 )
 def test_each_strategy_runs(estimator, strategy, kwargs, sizes):
@@ -117,6 +120,10 @@ def test_each_strategy_runs(estimator, strategy, kwargs, sizes):
         assert max(stored) <= 175  # full renewal: one round at a time
     elif strategy == "standard":
         assert stored == [200, 250, 250]  # capped by max_training_samples
+    elif strategy == "truncated":
+        assert stored == [200, 300, 350]
+        assert seq.estimator_.marginal_ == "prior"  # every row counts as a prior row
+        assert seq.truncation_box_.shape == (2, 2)
     else:
         assert stored == [350]
     assert seq.estimator_.sample(X_OBS, 5).shape == (5, 2)
@@ -136,6 +143,75 @@ def test_two_moons_run_focuses_simulations(tiny):
     ).run(x_obs, 600)
     assert seq.n_simulations_ == 600 and len(seq.history_) == 3
     assert seq.estimator_.sample(x_obs, 10).shape == (10, 2)
+
+
+class RecordingSimulator:
+    """x = theta + 0.02 noise, a posterior far narrower than the prior; keeps each call's theta."""
+
+    def __init__(self):
+        self.calls = []
+        self.rng = np.random.default_rng(0)
+
+    def __call__(self, theta):
+        self.calls.append(theta.copy())
+        return theta + 0.02 * self.rng.standard_normal(theta.shape)
+
+
+def test_truncated_rounds_draw_from_nested_boxes_around_the_posterior(tiny):
+    est = FlowPosteriorEstimator(prior=PRIOR, random_state=0, **{**tiny, "max_epochs": 40})
+    simulator = RecordingSimulator()
+    seq = SequentialInference(est, simulator, strategy="truncated", random_state=0)
+    seq.run(X_OBS, 800)
+
+    volumes = [r["truncation_volume"] for r in seq.history_]
+    assert volumes[0] == 1.0  # the first round samples the whole prior
+    assert all(a >= b for a, b in zip(volumes, volumes[1:], strict=False))  # nested
+    # The posterior's sd is 0.02 in a prior of width 2: the last box is under a tenth of
+    # the prior (0.05 at this seed), and it holds the observation's posterior.
+    assert volumes[-1] < 0.1
+    low, high = seq.truncation_box_
+    assert np.all((low < X_OBS) & (X_OBS < high))
+    last = simulator.calls[-1]
+    assert np.all((low <= last) & (last <= high))
+    # Uniform in the box (the prior is uniform here): the rows fill it, edge to edge.
+    spread = (last.max(0) - last.min(0)) / (high - low)
+    assert np.all(spread > 0.9)
+    samples = seq.estimator_.sample(X_OBS, 2000, random_state=0)
+    np.testing.assert_allclose(samples.mean(0), X_OBS, atol=0.02)
+    assert np.all(samples.std(0) < 0.06)
+
+
+def test_collapsed_final_weights_warn_and_point_to_truncation(estimator, monkeypatch):
+    def sample_with_collapsed_weights(self, x, n_samples, **kwargs):
+        theta = np.zeros((n_samples, 2))
+        return (theta, 3.0) if kwargs.get("return_ess") else theta
+
+    monkeypatch.setattr(FlowPosteriorEstimator, "sample", sample_with_collapsed_weights)
+    with pytest.warns(UserWarning, match=r"effective sample size of 3 for 1000.*'truncated'"):
+        loop(estimator).run(X_OBS, 300)
+
+
+def test_prior_box_draws_are_uniform_in_the_cube_and_map_to_theta_bounds(tiny):
+    prior = [("normal", 0.0, 1.0), ("uniform", 0.0, 2.0), ("fixed", 3.0), ("normal", 5.0, 1.0)]
+    est = FlowPosteriorEstimator(prior=prior, marginalize=3, random_state=0, **tiny)
+    theta = np.random.default_rng(0).normal([0.0, 1.0, 3.0, 5.0], [1.0, 0.3, 0.0, 1.0], (200, 4))
+    theta[:, 1] = theta[:, 1].clip(0.01, 1.99)
+    est.fit(theta, theta[:, :2])
+    low, high = np.array([-1.0, 0.5]), np.array([0.5, 1.5])
+
+    rows = est._sample_prior_box(low, high, 4000, random_state=0)
+    u = est.prior_.to_cube(torch.as_tensor(rows[:, :2])).numpy()
+    for j in range(2):
+        assert stats.kstest(u[:, j], stats.uniform(low[j], high[j] - low[j]).cdf).pvalue > 1e-3
+    assert np.all(rows[:, 2] == 3.0)  # fixed
+    assert abs(rows[:, 3].mean() - 5.0) < 0.1 and abs(rows[:, 3].std() - 1.0) < 0.1  # prior
+
+    box = est._box_to_theta(low, high)
+    b = est.prior_.hypercube_bound
+    np.testing.assert_allclose(box[:, 0], stats.norm.ppf((np.array([-1.0, 0.5]) + b) / (2 * b)))
+    np.testing.assert_allclose(box[:, 1], 2.0 * (np.array([0.5, 1.5]) + b) / (2 * b))
+    np.testing.assert_array_equal(box[:, 2], [3.0, 3.0])
+    np.testing.assert_array_equal(box[:, 3], [-np.inf, np.inf])
 
 
 def test_run_under_dask_backend(estimator):
@@ -263,6 +339,8 @@ def test_one_feature_simulator_output_is_a_column(tiny):
         ("resample_batch_size", 2.5, r"resample_batch_size=2.5 \(input should be a valid integer"),
         ("resample_interval", True, r"resample_interval=True"),
         ("n_rounds", -1, r"n_rounds=-1"),
+        ("truncation_margin", -0.1, r"truncation_margin=-0.1 \(input should be greater than"),
+        ("truncation_margin", float("nan"), r"truncation_margin=nan"),
         ("max_training_samples", 100, r"max_training_samples=100 is below min_training_samples"),
         ("n_jobs", 0, r"n_jobs=0 \(expected None, a positive int"),
         ("random_state", "seed", r"random_state='seed'"),

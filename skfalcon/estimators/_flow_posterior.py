@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
 from skfalcon._version import __version__
@@ -1117,6 +1118,50 @@ class FlowPosteriorEstimator(BaseEstimator):
                 log_prob = prior.log_prob(theta[:, prior.free_mask])
         theta = theta.numpy()
         return (theta, log_prob.numpy()) if return_log_prob else theta
+
+    # ------------------------------------------------------------------ truncation
+
+    def _posterior_box(
+        self, x, n_samples: int, tail: float, random_state
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Box in u between the ``tail`` and ``1 - tail`` quantiles of each coordinate.
+
+        Quantiles of ``n_samples`` posterior samples of ``x``, over the inferred, non-fixed
+        parameters: ``(low, high)``, each of shape ``(d,)``. Used by the truncated strategy
+        of :class:`~skfalcon.SequentialInference`.
+        """
+        theta = self.sample(x, n_samples, random_state=random_state)
+        u = self._theta_to_u(theta, self.prior_, None, None)[0]
+        return np.quantile(u, tail, axis=0), np.quantile(u, 1.0 - tail, axis=0)
+
+    def _box_to_theta(self, low, high) -> np.ndarray:
+        """The box ``[low, high]`` in u as ``(2, n_prior_parameters)`` bounds on ``theta``.
+
+        Each coordinate maps through its own monotone prior transform, so a box stays a
+        box. Fixed columns are bounded by their value, marginalized ones are not bounded.
+        """
+        prior = self.prior_
+        box = np.tile(np.array([[-np.inf], [np.inf]]), (1, prior.n_parameters))
+        box[:, prior.fixed_mask] = prior.fixed_values[prior.fixed_mask]
+        u = torch.as_tensor(np.stack([low, high]), dtype=torch.float64)
+        box[:, prior.free_mask] = prior.from_cube(u).numpy()
+        return box
+
+    def _sample_prior_box(self, low, high, n_samples: int, random_state) -> np.ndarray:
+        """Draw from the prior restricted to the box ``[low, high]`` in u.
+
+        The prior is uniform in u, so its restriction to a box is uniform on the box; in
+        there its density is the prior's times the constant ``1 / P(box)``, and rows drawn
+        from it can join the store as prior rows. Marginalized and fixed columns come
+        from the prior, as in :meth:`sample_proposal`.
+        """
+        prior = self.prior_
+        rng = check_random_state(random_state)
+        u = rng.uniform(low, high, size=(n_samples, len(low)))
+        with torch.no_grad(), torch_seed_scope(draw_seed(rng), torch.device("cpu")):
+            theta = prior.sample(n_samples)
+            theta[:, prior.free_mask] = prior.from_cube(torch.as_tensor(u, dtype=torch.float64))
+        return theta.numpy()
 
 
 def _marginal_kind(has_prior: bool, prior_fraction: float | None) -> str | None:
