@@ -327,8 +327,9 @@ class SequentialInference(BaseEstimator):
         against the prior in several dimensions: there the ratio of two learned flows
         that the other sequential strategies rely on is noisy. On a 10-D Gaussian task
         whose posterior is a tenth of the prior's width in each dimension it reached
-        C2ST 0.68 with 2,000 simulations, where ``"standard"`` failed (0.99) and
-        ``"amortized"`` reached 0.76 with 10,000 (``benchmarks/bench_sequential.py``).
+        C2ST 0.71 with 2,000 simulations, where ``"standard"`` failed (0.99) and
+        ``"amortized"`` reached 0.76 with 10,000 (medians of three seeds,
+        ``benchmarks/bench_sequential.py``).
         The trained estimator is then accurate only for observations whose posterior
         lies in the final box.
     min_training_samples : int, default=None
