@@ -593,11 +593,9 @@ class _Loop:
         start = time.perf_counter()
         fitted = hasattr(estimator, "network_") and not fit
         proposal_seed = draw_seed(self.rng)
-        volume = None
         if fitted and params.strategy == "truncated":
             # Rows of the prior restricted to the box join the store as prior rows.
-            theta, volume = self._truncated_prior(n, proposal_seed), self._box_volume()
-            log_prob = None
+            theta, log_prob = self._truncated_prior(n, proposal_seed), None
         elif fitted:
             theta, log_prob = estimator.sample_proposal(
                 self.x_obs, n, random_state=proposal_seed, return_log_prob=True
@@ -650,9 +648,7 @@ class _Loop:
             "train_loss": float(last.get("train_loss", math.nan)),
             "val_loss": float(last.get("val_loss", math.nan)),
             "ess": float(ess),
-            "truncation_volume": (
-                1.0 if params.strategy == "truncated" and volume is None else volume
-            ),
+            "truncation_volume": self._box_volume() if params.strategy == "truncated" else None,
             "seconds_simulate": seconds_simulate,
             "seconds_train": seconds_train,
         }
@@ -680,35 +676,35 @@ class _Loop:
 
     def _truncated_prior(self, n: int, seed: int) -> np.ndarray:
         """Narrow the box to the current posterior of ``x_obs`` and draw ``n`` rows in it."""
-        estimator = self.estimator
-        bound = estimator.prior_.hypercube_bound
-        low, high = estimator._posterior_box(
+        low, high = self.estimator._posterior_box(
             self.x_obs, _TRUNCATION_SAMPLES, _TRUNCATION_TAIL, seed
         )
         margin = self.params.truncation_margin * (high - low)
-        low, high = np.maximum(low - margin, -bound), np.minimum(high + margin, bound)
+        # Nested boxes, the first inside the cube: inside the last one, every round's rows
+        # follow the prior. Where the new box misses the old one, the estimate moved; keep
+        # the old side.
+        old_low, old_high = self._current_box()
+        new_low = np.maximum(low - margin, old_low)
+        new_high = np.minimum(high + margin, old_high)
+        empty = new_low >= new_high
+        self.box = (np.where(empty, old_low, new_low), np.where(empty, old_high, new_high))
+        return self.estimator._sample_prior_box(*self.box, n, seed)
+
+    def _current_box(self) -> tuple[np.ndarray, np.ndarray]:
+        """The last box in u, or the whole hypercube before any truncation."""
         if self.box is not None:
-            # Nested boxes: inside the last one, every round's rows follow the prior. Where
-            # the new box misses the old one, the estimate moved; keep the old side.
-            old_low, old_high = self.box
-            new_low, new_high = np.maximum(low, old_low), np.minimum(high, old_high)
-            empty = new_low >= new_high
-            low = np.where(empty, old_low, new_low)
-            high = np.where(empty, old_high, new_high)
-        self.box = (low, high)
-        return estimator._sample_prior_box(low, high, n, seed)
+            return self.box
+        prior = self.estimator.prior_
+        bound = np.full(prior.n_free, prior.hypercube_bound)
+        return -bound, bound
 
     def box_in_theta(self) -> np.ndarray:
         """The last box as bounds on ``theta``; the whole prior before any truncation."""
-        estimator = self.estimator
-        if self.box is None:
-            bound = np.full(estimator.prior_.n_free, estimator.prior_.hypercube_bound)
-            return estimator._box_to_theta(-bound, bound)
-        return estimator._box_to_theta(*self.box)
+        return self.estimator._box_to_theta(*self._current_box())
 
     def _box_volume(self) -> float:
-        """The box's share of the hypercube's volume."""
-        low, high = self.box
+        """The box's share of the hypercube's volume (1 before any truncation)."""
+        low, high = self._current_box()
         return float(np.prod((high - low) / (2 * self.estimator.prior_.hypercube_bound)))
 
     def _drop_non_finite(self, theta, x, log_prob):
