@@ -247,8 +247,6 @@ def per_sample_scheme(estimator, x_o, n, seed):
                 num_proposals=PER_SAMPLE_CANDIDATES,
                 beta=estimator.proposal_mixture_beta,
                 bound=prior.hypercube_bound,
-                out_of_bounds_penalty=estimator.out_of_bounds_penalty,
-                nan_replacement=estimator.nan_replacement,
             )
             parts.append(draw.u[0])
     return prior.from_cube(torch.cat(parts).double()).numpy()
@@ -586,7 +584,7 @@ def profile_stages(task_name, n):
         "optimizer step (AdamW)": ("optimizer.py", "wrapper"),
         "validation losses": ("training.py", "_mean_losses"),
         "best-weights copy (deepcopy of state_dict)": ("copy.py", "deepcopy"),
-        "data validation and cube map (fit)": ("_flow_posterior.py", "_check_training_data"),
+        "data validation and cube map (fit)": ("_training_data.py", "check_training_data"),
     }
     rows = []
     for label, (filename, function) in stages.items():
@@ -607,7 +605,7 @@ def profile_stages(task_name, n):
 def inference_chunks(args, models):
     """Sampling and log_prob with the rows per forward pass of before and after the change
     to 2**14 rows on the CPU, in this process, on one fitted model, repeats interleaved."""
-    import skfalcon.estimators._flow_posterior as facade
+    import skfalcon.engine.inference as facade
 
     if not hasattr(facade, "_INFERENCE_ROWS"):
         return None, None

@@ -131,8 +131,54 @@ def plot_corner(
     9
     """
     plt = _pyplot()
-    from matplotlib.colors import to_rgba
 
+    arrays, truth, masses = _corner_inputs(samples, truth, levels)
+    d = next(iter(arrays.values())).shape[1]
+    names = _parameter_labels(labels, d)
+
+    if fig is None:
+        fig = plt.figure(figsize=(1.0 + 2.2 * d, 1.0 + 2.2 * d), layout="constrained")
+    else:
+        fig.clear()
+    axes = np.asarray(fig.subplots(d, d, squeeze=False))
+    ranges = _plot_ranges(list(arrays.values()), truth)
+    edges = [np.linspace(low, high, bins + 1) for low, high in ranges]
+    centers = [(e[:-1] + e[1:]) / 2 for e in edges]
+
+    for k, (name, array) in enumerate(arrays.items()):
+        color = f"C{k}"
+        for i in range(d):
+            axes[i, i].hist(
+                array[:, i], bins=edges[i], density=True, histtype="step", color=color, lw=1.5
+            )
+            for j in range(i):
+                _density_panel(
+                    axes[i, j],
+                    array[:, j],
+                    array[:, i],
+                    (edges[j], edges[i]),
+                    (centers[j], centers[i]),
+                    masses,
+                    smooth,
+                    color,
+                    filled=k == 0,
+                )
+        if name is not None:
+            axes[0, 0].plot([], [], color=color, lw=1.5, label=str(name))
+
+    _dress_corner_axes(axes, ranges, truth, names, truth_color)
+    if truth is not None:
+        axes[0, 0].plot([], [], "*--", color=truth_color, lw=1.0, label="truth")
+    if None not in arrays or truth is not None:
+        handles, handle_labels = axes[0, 0].get_legend_handles_labels()
+        # in the empty top-right panel, or on the only panel
+        legend_ax = axes[0, d - 1] if d > 1 else axes[0, 0]
+        legend_ax.legend(handles, handle_labels, loc="upper right", frameon=False)
+    return fig
+
+
+def _corner_inputs(samples, truth, levels):
+    """Sample sets as float64 arrays, the truth and the sorted level masses, checked."""
     sets = dict(samples) if isinstance(samples, Mapping) else {None: samples}
     if not sets:
         raise ValueError("samples is an empty dict; pass at least one array of samples.")
@@ -156,52 +202,42 @@ def plot_corner(
     masses = np.sort(np.asarray(levels, dtype=np.float64))
     if masses.ndim != 1 or len(masses) == 0 or np.any((masses <= 0) | (masses >= 1)):
         raise ValueError(f"levels must be probability masses in (0, 1); got {levels!r}.")
-    names = _parameter_labels(labels, d)
+    return arrays, truth, masses
 
-    if fig is None:
-        fig = plt.figure(figsize=(1.0 + 2.2 * d, 1.0 + 2.2 * d), layout="constrained")
-    else:
-        fig.clear()
-    axes = np.asarray(fig.subplots(d, d, squeeze=False))
-    ranges = _plot_ranges(list(arrays.values()), truth)
-    edges = [np.linspace(low, high, bins + 1) for low, high in ranges]
-    centers = [(e[:-1] + e[1:]) / 2 for e in edges]
 
-    for k, (name, array) in enumerate(arrays.items()):
-        color = f"C{k}"
-        for i in range(d):
-            axes[i, i].hist(
-                array[:, i], bins=edges[i], density=True, histtype="step", color=color, lw=1.5
+def _density_panel(ax, xs, ys, edges, centers, masses, smooth, color, filled):
+    """One panel below the diagonal: credible regions of a smoothed 2-D histogram."""
+    from matplotlib.colors import to_rgba
+
+    counts, _, _ = np.histogram2d(xs, ys, bins=list(edges))
+    if smooth > 0:
+        counts = ndimage.gaussian_filter(counts, smooth)
+    thresholds = _credible_thresholds(counts, masses)
+    if counts.max() > thresholds[-1]:
+        if filled:  # the first set filled, the inner region darker
+            alphas = np.linspace(0.2, 0.5, len(thresholds))
+            ax.contourf(
+                centers[0],
+                centers[1],
+                counts.T,
+                levels=np.append(thresholds, counts.max()),
+                colors=[to_rgba(color, alpha) for alpha in alphas],
             )
-            for j in range(i):
-                ax = axes[i, j]
-                counts, _, _ = np.histogram2d(array[:, j], array[:, i], bins=[edges[j], edges[i]])
-                if smooth > 0:
-                    counts = ndimage.gaussian_filter(counts, smooth)
-                thresholds = _credible_thresholds(counts, masses)
-                if counts.max() > thresholds[-1]:
-                    if k == 0:  # the first set filled, the inner region darker
-                        alphas = np.linspace(0.2, 0.5, len(thresholds))
-                        ax.contourf(
-                            centers[j],
-                            centers[i],
-                            counts.T,
-                            levels=np.append(thresholds, counts.max()),
-                            colors=[to_rgba(color, alpha) for alpha in alphas],
-                        )
-                    ax.contour(
-                        centers[j],
-                        centers[i],
-                        counts.T,
-                        levels=thresholds,
-                        colors=[color],
-                        linewidths=1.0 if k == 0 else 1.5,
-                    )
-                else:  # too few distinct samples for a density: show them
-                    ax.plot(array[:, j], array[:, i], ".", color=color, ms=2, alpha=0.5)
-        if name is not None:
-            axes[0, 0].plot([], [], color=color, lw=1.5, label=str(name))
+        ax.contour(
+            centers[0],
+            centers[1],
+            counts.T,
+            levels=thresholds,
+            colors=[color],
+            linewidths=1.0 if filled else 1.5,
+        )
+    else:  # too few distinct samples for a density: show them
+        ax.plot(xs, ys, ".", color=color, ms=2, alpha=0.5)
 
+
+def _dress_corner_axes(axes, ranges, truth, names, truth_color) -> None:
+    """Limits, truth markers, labels and ticks of a corner plot's panels."""
+    d = len(names)
     for i in range(d):
         for j in range(d):
             ax = axes[i, j]
@@ -226,14 +262,6 @@ def plot_corner(
                 ax.set_ylabel(names[i])
             elif i != j:
                 ax.tick_params(labelleft=False)
-    if truth is not None:
-        axes[0, 0].plot([], [], "*--", color=truth_color, lw=1.0, label="truth")
-    if None not in arrays or truth is not None:
-        handles, handle_labels = axes[0, 0].get_legend_handles_labels()
-        # in the empty top-right panel, or on the only panel
-        legend_ax = axes[0, d - 1] if d > 1 else axes[0, 0]
-        legend_ax.legend(handles, handle_labels, loc="upper right", frameon=False)
-    return fig
 
 
 # --------------------------------------------------------------------------- training

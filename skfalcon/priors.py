@@ -73,8 +73,9 @@ import numpy as np
 import scipy.stats
 import torch
 from scipy.stats.distributions import rv_frozen
+from sklearn.utils import check_random_state
 
-__all__ = ["FactorizedPrior", "make_prior"]
+__all__ = ["FactorizedPrior", "Standardizer", "make_prior"]
 
 
 # --------------------------------------------------------------------------- marginals
@@ -724,6 +725,118 @@ class FactorizedPrior:
         )
         return theta.to(dtype=dtype, device=device)
 
+    # ----------------------------------------------------------------- parameter space
+    # The numpy interface the estimator and the sequential loop use; Standardizer has
+    # the same one for prior=None.
+
+    #: Whether this is a known prior (the posterior is then relative to it, and the cube's
+    #: uniform density can serve as the exact marginal).
+    is_prior = True
+
+    @property
+    def n_inferred(self) -> int:
+        """Number of columns a posterior sample has (parameters not marginalized)."""
+        return int(self.inferred_mask.sum())
+
+    @property
+    def cube_bound(self) -> float:
+        """Half-width :math:`b` of the cube of the u coordinates."""
+        return self.hypercube_bound
+
+    @property
+    def cube_log_density(self) -> float:
+        r"""Log-density of the prior in u, :math:`-n_{free} \log(2b)`."""
+        return -self.n_free * math.log(2 * self.hypercube_bound)
+
+    def theta_to_u(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        r"""Map rows of ``theta`` to u, with :math:`\log|\partial u / \partial\theta|` and support.
+
+        Parameters
+        ----------
+        theta : ndarray of shape (n, n_parameters) or (n, n_inferred)
+            All columns, or only those not marginalized.
+
+        Returns
+        -------
+        u : ndarray of shape (n, n_free)
+        log_abs_det_jacobian : ndarray of shape (n,)
+        in_support : ndarray of bool, shape (n,)
+            Every free coordinate inside its support and every fixed one at its value.
+        """
+        theta = np.asarray(theta, dtype=np.float64)
+        if theta.shape[-1] == self.n_parameters:
+            theta = theta[..., self.inferred_mask]
+        free = self.free_mask[self.inferred_mask]
+        fixed_values = self.fixed_values[self.inferred_mask][~free]
+        theta_free = torch.as_tensor(theta[..., free])
+        u = self.to_cube(theta_free).numpy()
+        log_jac = self.log_abs_det_jacobian(theta_free).numpy()
+        support = self.in_support(theta_free).numpy() & (theta[..., ~free] == fixed_values).all(-1)
+        return u, log_jac, support
+
+    def u_to_theta(self, u: np.ndarray) -> np.ndarray:
+        """Map u of shape ``(..., n_free)`` to ``theta`` of shape ``(..., n_inferred)``."""
+        u = np.asarray(u, dtype=np.float64)
+        free = self.free_mask[self.inferred_mask]
+        theta = np.empty(u.shape[:-1] + (len(free),))
+        theta[..., free] = self.from_cube(torch.as_tensor(u)).numpy()
+        theta[..., ~free] = self.fixed_values[self.inferred_mask][~free]
+        return theta
+
+    def complete(self, u: np.ndarray, random_state=None) -> np.ndarray:
+        """Full parameter rows ``(n, n_parameters)``: free columns from u ``(n, n_free)``,
+        marginalized ones drawn from the prior, fixed ones at their value."""
+        u = np.asarray(u, dtype=np.float64)
+        theta = self.draw(len(u), random_state)
+        theta[:, self.free_mask] = self.from_cube(torch.as_tensor(u)).numpy()
+        return theta
+
+    def draw(self, n: int, random_state=None) -> np.ndarray:
+        """Draw ``n`` full parameter rows from the prior, float64 ``(n, n_parameters)``.
+
+        ``random_state`` is an int, a ``RandomState`` or ``None``, as in scikit-learn.
+        """
+        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+        return self.sample(n, generator=torch.Generator().manual_seed(seed)).numpy()
+
+    def cube_box(self) -> tuple[np.ndarray, np.ndarray]:
+        """The whole cube as a box ``(low, high)``, each of shape ``(n_free,)``."""
+        bound = np.full(self.n_free, self.hypercube_bound)
+        return -bound, bound
+
+    def box_around(self, theta: np.ndarray, tail: float) -> tuple[np.ndarray, np.ndarray]:
+        """The box in u between each coordinate's ``tail`` and ``1 - tail`` quantiles of
+        the rows ``theta`` (all columns, or the inferred ones)."""
+        u = self.theta_to_u(theta)[0]
+        return np.quantile(u, tail, axis=0), np.quantile(u, 1.0 - tail, axis=0)
+
+    def box_volume(self, low: np.ndarray, high: np.ndarray) -> float:
+        """The box's share of the cube's volume, which is its prior probability."""
+        return float(np.prod((np.asarray(high) - low) / (2 * self.hypercube_bound)))
+
+    def box_to_theta(self, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """The box ``[low, high]`` in u as bounds ``(2, n_parameters)`` on ``theta``.
+
+        Each coordinate maps through its own monotone transform, so a box stays a box.
+        Fixed columns are bounded by their value, marginalized ones not at all.
+        """
+        box = np.tile(np.array([[-np.inf], [np.inf]]), (1, self.n_parameters))
+        box[:, self.fixed_mask] = self.fixed_values[self.fixed_mask]
+        u = torch.as_tensor(np.stack([low, high]), dtype=torch.float64)
+        box[:, self.free_mask] = self.from_cube(u).numpy()
+        return box
+
+    def sample_box(self, low, high, n: int, random_state=None) -> np.ndarray:
+        """Draw ``n`` full rows from the prior restricted to the box ``[low, high]`` in u.
+
+        The prior is uniform in u, so its restriction to a box is uniform on the box and
+        its density there is the prior's times ``1 / box_volume``. Marginalized and fixed
+        columns are as in :meth:`complete`.
+        """
+        rng = check_random_state(random_state)
+        u = rng.uniform(low, high, size=(n, len(low)))
+        return self.complete(u, rng)
+
     # ----------------------------------------------------------------- helpers
 
     def _check(self, tensor, name):
@@ -761,30 +874,89 @@ class FactorizedPrior:
         )
 
 
-def make_prior(prior, *, marginalize=None, hypercube_bound=2.0) -> FactorizedPrior:
+def make_prior(prior, *, marginalize=None) -> FactorizedPrior:
     """Return a :class:`FactorizedPrior` from specs, or adapt an existing one.
 
     Parameters
     ----------
     prior : FactorizedPrior or list of specs
-        A prior, returned as is when ``marginalize`` and ``hypercube_bound`` match it
-        and rebuilt with them otherwise; or the ``specs`` of a new one.
+        A prior, returned as is when ``marginalize`` matches it (or is ``None``) and
+        rebuilt with it otherwise, keeping its own ``hypercube_bound``; or the ``specs``
+        of a new one.
     marginalize : int or sequence of int, default=None
         Indices of nuisance parameters. None keeps a given prior's own.
-    hypercube_bound : float, default=2.0
-        Half-width of the cube.
 
     Returns
     -------
     FactorizedPrior
     """
     if not isinstance(prior, FactorizedPrior):
-        return FactorizedPrior(prior, marginalize=marginalize, hypercube_bound=hypercube_bound)
-    bound = _check_bound(hypercube_bound)
+        return FactorizedPrior(prior, marginalize=marginalize)
     if marginalize is None:
-        indices = prior.marginalize
-    else:
-        indices = _normalize_marginalize(marginalize, prior.n_parameters)
-    if bound == prior.hypercube_bound and indices == prior.marginalize:
         return prior
-    return FactorizedPrior(prior.specs, marginalize=indices, hypercube_bound=bound)
+    indices = _normalize_marginalize(marginalize, prior.n_parameters)
+    if indices == prior.marginalize:
+        return prior
+    return FactorizedPrior(prior.specs, marginalize=indices, hypercube_bound=prior.hypercube_bound)
+
+
+class Standardizer:
+    r"""The parameter space of an unknown prior: :math:`u = (\theta - \mu) / \sigma`.
+
+    Serves ``prior=None``. It has the parameter-space interface of
+    :class:`FactorizedPrior` (``theta_to_u``, ``u_to_theta``, ``n_free``, ...) with
+    :math:`\mu, \sigma` the mean and standard deviation of the training ``theta``
+    (computed in float64; a constant column keeps :math:`\sigma = 1`), every value in
+    the support, and no cube: ``is_prior`` is ``False`` and ``cube_bound`` ``None``.
+
+    Parameters
+    ----------
+    shift, scale : array-like of shape (n_parameters,)
+        :math:`\mu` and :math:`\sigma`.
+    """
+
+    is_prior = False
+    cube_bound = None
+
+    def __init__(self, shift, scale):
+        self.shift = np.asarray(shift, dtype=np.float64)
+        self.scale = np.asarray(scale, dtype=np.float64)
+        self.n_parameters = self.n_inferred = self.n_free = len(self.shift)
+
+    @classmethod
+    def fit(cls, theta: np.ndarray) -> Standardizer:
+        """Fit to the training rows ``theta`` ``(n, n_parameters)``.
+
+        Raises
+        ------
+        ValueError
+            If the mean or the spread of a column overflows float64.
+        """
+        theta = np.asarray(theta, dtype=np.float64)
+        if len(theta) < 2:
+            return cls(np.zeros(theta.shape[1]), np.ones(theta.shape[1]))
+        with np.errstate(over="ignore", invalid="ignore"):
+            shift, spread = theta.mean(axis=0), theta.std(axis=0)
+        bad = ~(np.isfinite(shift) & np.isfinite(spread))
+        if bad.any():
+            column = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"theta (X) column {column} cannot be standardized: its mean or spread "
+                f"overflows float64 (largest magnitude {np.abs(theta[:, column]).max():.3g}). "
+                "Rescale theta, or pass its prior as prior=[...]."
+            )
+        return cls(shift, np.where(spread > 0, spread, 1.0))
+
+    def theta_to_u(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``u``, the log-Jacobian :math:`-\\sum_i \\log \\sigma_i` and support (all true)."""
+        theta = np.asarray(theta, dtype=np.float64)
+        u = (theta - self.shift) / self.scale
+        log_jac = np.full(theta.shape[:-1], -np.log(self.scale).sum())
+        return u, log_jac, np.ones(theta.shape[:-1], dtype=bool)
+
+    def u_to_theta(self, u: np.ndarray) -> np.ndarray:
+        """:math:`\\theta = \\mu + \\sigma u`."""
+        return np.asarray(u, dtype=np.float64) * self.scale + self.shift
+
+    def __repr__(self):
+        return f"{type(self).__name__}(shift={self.shift.tolist()}, scale={self.scale.tolist()})"

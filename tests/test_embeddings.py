@@ -19,6 +19,7 @@ import skfalcon
 from skfalcon import FlowPosteriorEstimator
 from skfalcon.datasets import TwoMoons
 from skfalcon.engine import (
+    CNN1dEmbedding,
     DeepSetEmbedding,
     LinearEmbedding,
     MultiInputEmbedding,
@@ -28,7 +29,7 @@ from skfalcon.engine import (
 )
 from tests._tiny import TINY
 
-SMALL = dict(embedding_features=6, embedding_hidden_features=(12,), embedding_channels=(4, 4))
+SMALL = dict(embedding_features=6, embedding_hidden_features=(12,))
 PRIOR = [("uniform", -1.0, 1.0)] * 2
 
 
@@ -278,7 +279,7 @@ def test_dict_observations_end_to_end(fitted_dict, dict_data):
     assert paired.shape == (5,) and paired[0] == pytest.approx(log_p[0])
     assert np.isfinite(est.score(theta[:30], _rows(x, slice(0, 30))))
     # The log Z cache is keyed by the flat observation, whatever its form.
-    assert len(est._log_z_cache) >= 5
+    assert len(est._log_z.values) >= 5
     # Key order does not matter at inference.
     reordered = {"c": one["c"], "b": one["b"], "a": one["a"]}
     np.testing.assert_array_equal(
@@ -365,16 +366,7 @@ def test_two_dimensional_default_path_is_unchanged(fitted_moons):
     # Same module and state-dict keys as before embeddings existed, so old pickles load.
     assert isinstance(fitted_moons.network_.embedding, RunningNorm)
     assert fitted_moons.observation_shape_ == (2,)
-    assert fitted_moons._network_spec["embedding"] is None
-
-
-def test_estimators_saved_before_observation_shape_still_work(fitted_moons, moons_data):
-    _, _, x = moons_data
-    old = copy.deepcopy(fitted_moons)
-    del old.observation_shape_
-    np.testing.assert_array_equal(
-        old.sample(x[0], 8, random_state=0), fitted_moons.sample(x[0], 8, random_state=0)
-    )
+    assert fitted_moons.network_.spec.embedding is None
 
 
 @pytest.mark.parametrize(
@@ -394,10 +386,23 @@ def test_bad_embeddings_name_the_value_and_what_is_allowed(moons_data, value, ma
 
 def test_bad_preset_sizes_are_refused(moons_data):
     _, theta, x = moons_data
-    with pytest.raises(ValueError, match=r"embedding_kernel_size=0 \(input should be greater"):
-        FlowPosteriorEstimator(embedding="cnn1d", embedding_kernel_size=0).fit(theta, x)
-    with pytest.raises(ValueError, match=r"embedding_channels=\(\)"):
-        FlowPosteriorEstimator(embedding="cnn1d", embedding_channels=()).fit(theta, x)
+    with pytest.raises(ValueError, match=r"embedding_features=0 \(input should be greater"):
+        FlowPosteriorEstimator(embedding="mlp", embedding_features=0).fit(theta, x)
+    with pytest.raises(ValueError, match=r"embedding_hidden_features=\(\)"):
+        FlowPosteriorEstimator(embedding="mlp", embedding_hidden_features=()).fit(theta, x)
+
+
+def test_a_factory_sizes_a_preset_beyond_the_shared_knobs(tiny):
+    # Convolution sizes are not hyperparameters: a partial of the preset class sets them.
+    factory = functools.partial(CNN1dEmbedding, out_features=5, channels=(3,), kernel_size=3)
+    rng = np.random.default_rng(0)
+    theta = rng.uniform(-1, 1, size=(200, 2))
+    x = theta[:, :1] + 0.1 * rng.normal(size=(200, 20))
+    est = FlowPosteriorEstimator(prior=PRIOR, embedding=factory, random_state=0, **tiny)
+    est.fit(theta, x)
+    conv = [m for m in est.network_.embedding.modules() if isinstance(m, torch.nn.Conv1d)]
+    assert [(c.out_channels, c.kernel_size) for c in conv] == [(3, (3,))]
+    assert est.sample(x[0], 4).shape == (4, 2)
 
 
 @parametrize_with_checks(
@@ -464,7 +469,7 @@ def test_pickle_and_joblib_round_trips_reproduce_samples(embedding, tiny, tmp_pa
         np.testing.assert_allclose(loaded.log_prob(theta[:3], x[0]), lp)
         assert loaded.network_.embedding is not est.network_.embedding
     state = est.__getstate__()
-    assert all(isinstance(v, np.ndarray) for v in state["_network_weights"].values())
+    assert all(isinstance(v, np.ndarray) for v in state["_network_state"]["weights"].values())
 
 
 def test_embedding_lives_on_the_estimators_device(tiny):
@@ -484,7 +489,7 @@ def test_cpu_module_is_moved_to_cuda_and_its_template_stays_on_the_cpu(tiny):
     ).fit(theta, x)
     assert all(p.is_cuda for p in est.network_.embedding.parameters())
     assert not module.linear.weight.is_cuda
-    template = est._network_spec["embedding"]["embedding"]
+    template = est.network_.spec.embedding["embedding"]
     assert not any(p.is_cuda for p in template.parameters())
     before = est.sample(x[0], 16, random_state=1)
     np.testing.assert_array_equal(
@@ -503,7 +508,7 @@ def test_best_validation_embedding_weights_are_the_ones_in_use():
     est = FlowPosteriorEstimator(
         prior=task.prior,
         embedding=SnapshotEmbedding(),
-        random_state=0,
+        random_state=4,
         **{**TINY, "max_epochs": 8, "lr": 0.05, "early_stop_patience": 20},
     ).fit(theta, x)
     snapshots = est.network_.embedding[1].snapshots

@@ -11,9 +11,13 @@ from torch import nn
 from skfalcon.engine import (
     FLOW_FAMILIES,
     DualFlowPosterior,
+    MarginalPolicy,
     NormalizedFlow,
     RunningNorm,
+    SampleStore,
+    TrainingConfig,
     build_flow,
+    choose_marginal,
     draw_candidates,
     effective_sample_size,
     importance_sample,
@@ -153,7 +157,7 @@ def test_dual_posterior_marginal_loss_is_over_the_selected_rows_only():
         assert losses[1] != model.losses(u, x)[1]
         assert model.losses(u, x, torch.zeros(10, dtype=torch.bool))[1] == 0.0
     # The mixture marginal of inference: alpha * uniform + (1 - alpha) * flow.
-    model.prior_fraction = 0.25
+    model.set_marginal_policy(MarginalPolicy("mixture", 0.25))
     with torch.no_grad():
         mixed = model.inference_marginal.log_prob(u)
         expected = torch.logaddexp(
@@ -161,8 +165,10 @@ def test_dual_posterior_marginal_loss_is_over_the_selected_rows_only():
             np.log(0.75) + model.marginal.log_prob(u),
         )
     torch.testing.assert_close(mixed, expected)
-    model.prior_fraction = 1.0
-    assert model.marginal_is_prior and model.inference_marginal is model.uniform
+    model.set_marginal_policy(choose_marginal(True, 1.0))
+    assert model.marginal_policy.is_exact_prior and model.inference_marginal is model.uniform
+    with pytest.raises(ValueError, match="'none' does not fit a network with a marginal flow"):
+        model.set_marginal_policy(MarginalPolicy("none"))
 
 
 def test_dual_posterior_state_dict_round_trip():
@@ -335,28 +341,30 @@ def _toy_data(n, generator):
     return u, x
 
 
+def _split_store(u_train, x_train, u_val, x_val) -> SampleStore:
+    """A store of prior rows with the given training and validation splits."""
+    u, x = torch.cat([u_train, u_val]), torch.cat([x_train, x_val])
+    is_val = torch.arange(len(u)) >= len(u_train)
+    n = len(u)
+    return SampleStore.empty(u.shape[1], x.shape[1:]).append(
+        u, x, torch.zeros(n), torch.ones(n, dtype=torch.bool), is_val
+    )
+
+
 def test_train_learns_restores_best_weights_and_records_history():
     g = torch.Generator().manual_seed(0)
     u, x = _toy_data(600, g)
     u_val, x_val = _toy_data(200, g)
     model = DualFlowPosterior(1, RunningNorm(1), 1, num_transforms=1, hidden_features=(16,))
     records = []
+    config = TrainingConfig(
+        batch_size=64, max_epochs=15, lr=5e-3, lr_patience=2, early_stop_patience=4
+    )
     result = train(
         model,
-        u,
-        x,
-        u_val,
-        x_val,
-        device=torch.device("cpu"),
-        batch_size=64,
-        max_epochs=15,
-        lr=5e-3,
-        betas=(0.9, 0.999),
-        weight_decay=0.0,
-        lr_decay_factor=0.5,
-        lr_patience=2,
-        early_stop_patience=4,
-        use_best_models=True,
+        _split_store(u, x, u_val, x_val),
+        config,
+        torch.device("cpu"),
         on_epoch_end=records.append,
     )
     history = result.history
@@ -375,23 +383,10 @@ def test_train_early_stops_and_decays_learning_rate():
     g = torch.Generator().manual_seed(1)
     u, x = _toy_data(200, g)
     model = DualFlowPosterior(1, RunningNorm(1), 1, num_transforms=1, hidden_features=(4,))
-    result = train(
-        model,
-        u,
-        x,
-        u[:50],
-        x[:50] + 100.0,
-        device=torch.device("cpu"),
-        batch_size=50,
-        max_epochs=200,
-        lr=1e-2,
-        betas=(0.9, 0.999),
-        weight_decay=0.0,
-        lr_decay_factor=0.5,
-        lr_patience=0,
-        early_stop_patience=2,
-        use_best_models=True,
+    config = TrainingConfig(
+        batch_size=50, max_epochs=200, lr=1e-2, lr_patience=0, early_stop_patience=2
     )
+    result = train(model, _split_store(u, x, u[:50], x[:50] + 100.0), config, torch.device("cpu"))
     assert result.stopped_early and len(result.history) < 200
     assert result.history[-1]["lr"] < 1e-2
 

@@ -1,5 +1,6 @@
 """Behaviour of FlowPosteriorEstimator: shapes, density, reproducibility, policies, errors."""
 
+import copy
 import inspect
 import warnings
 
@@ -7,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from scipy import integrate, stats
-from sklearn.base import clone
 
 from skfalcon import FlowPosteriorEstimator
 from skfalcon.datasets import GaussianLinear
@@ -66,9 +66,9 @@ def test_log_prob_is_minus_inf_outside_support_and_cached(fitted_moons, moons_da
     _, _, x = moons_data
     lp = fitted_moons.log_prob(np.array([[0.0, 0.0], [1.5, 0.0], [0.0, -1.01]]), x[1])
     assert np.isfinite(lp[0]) and np.all(lp[1:] == -np.inf)
-    cached = dict(fitted_moons._log_z_cache)
+    cached = dict(fitted_moons._log_z.values)
     fitted_moons.log_prob(np.zeros((1, 2)), x[1])
-    assert fitted_moons._log_z_cache == cached
+    assert fitted_moons._log_z.values == cached
 
 
 def test_gaussian_linear_posterior_recovery():
@@ -104,7 +104,7 @@ def test_prior_none_standardizes_and_samples_the_conditional_flow(tiny):
     assert ess == 500.0
     assert abs(samples.mean() - 100.0) < 5.0
     assert est.prior_ is None
-    np.testing.assert_allclose(est.theta_shift_, theta.mean(0))
+    np.testing.assert_allclose(est.parameter_space_.shift, theta.mean(0))
     with pytest.raises(ValueError, match="sample_proposal needs a prior"):
         est.sample_proposal(np.array([100.0]), 10)
 
@@ -189,14 +189,12 @@ def test_wrong_observation_shapes_are_explained(fitted_moons):
 
 
 def test_low_ess_warns_with_the_figure(fitted_moons_flow, moons_data, monkeypatch):
-    from skfalcon.estimators import _flow_posterior
+    from skfalcon.engine import inference
 
     _, _, x = moons_data
-    monkeypatch.setattr(_flow_posterior, "_MAX_POOL_ROUNDS", 1)  # no pool growth
-    fitted = fitted_moons_flow
-    est = clone(fitted).set_params(num_proposals=1)
-    est.__dict__.update({k: v for k, v in fitted.__dict__.items() if k.endswith("_")})
-    est._log_z_seed, est._network_spec = fitted._log_z_seed, fitted._network_spec
+    monkeypatch.setattr(inference, "_MAX_POOL_ROUNDS", 1)  # no pool growth
+    # Inference settings are read at each call, so a fitted copy samples with them.
+    est = copy.deepcopy(fitted_moons_flow).set_params(num_proposals=1)
     with pytest.warns(UserWarning, match=r"Low effective sample size: .* for 500 requested"):
         est.sample(x[0], 500)
 
@@ -278,3 +276,42 @@ def test_fit_logs_a_summary(moons_data, tiny, caplog):
     with caplog.at_level("INFO", logger="skfalcon"):
         FlowPosteriorEstimator(prior=task.prior, **tiny).fit(theta[:200], x[:200])
     assert any("fit: 3 epochs" in r.getMessage() for r in caplog.records)
+
+
+def test_a_failed_refit_leaves_every_fitted_attribute_as_it_was(moons_data, tiny):
+    task, theta, x = moons_data
+    est = FlowPosteriorEstimator(prior=task.prior, random_state=0, **tiny).fit(theta, x)
+    before = {k: v for k, v in vars(est).items() if k.endswith("_") or k.startswith("_")}
+    with pytest.raises(ValueError, match="theta has 3 columns but the prior has 2"):
+        est.fit(np.column_stack([theta, theta[:, 0]]), x)
+    after = {k: v for k, v in vars(est).items() if k.endswith("_") or k.startswith("_")}
+    assert after.keys() == before.keys()
+    assert all(after[k] is before[k] for k in before), [
+        k for k in before if after[k] is not before[k]
+    ]
+    assert est.sample(x[0], 3).shape == (3, 2)
+
+
+def test_a_bad_training_hyperparameter_does_not_block_inference(fitted_moons, moons_data):
+    _, theta, x = moons_data
+    est = copy.deepcopy(fitted_moons).set_params(lr=-1.0, batch_size=0)
+    np.testing.assert_array_equal(
+        est.sample(x[0], 5, random_state=0), fitted_moons.sample(x[0], 5, random_state=0)
+    )
+    np.testing.assert_array_equal(
+        est.log_prob(theta[:4], x[0]), fitted_moons.log_prob(theta[:4], x[0])
+    )
+    with pytest.raises(ValueError, match=r"lr=-1\.0"):
+        est.fit(theta, x)
+
+
+def test_partial_fit_rounds_draw_fresh_randomness_from_an_int_seed(moons_data, tiny):
+    # Each round's split and training seed mix the round index into random_state.
+    task, theta, x = moons_data
+    est = FlowPosteriorEstimator(prior=task.prior, random_state=0, **tiny)
+    est.partial_fit(theta[:300], x[:300]).partial_fit(theta[300:], x[300:])
+    first, second = est._store.is_validation[:300], est._store.is_validation[300:]
+    assert not torch.equal(first, second)
+    again = FlowPosteriorEstimator(prior=task.prior, random_state=0, **tiny)
+    again.partial_fit(theta[:300], x[:300]).partial_fit(theta[300:], x[300:])
+    assert torch.equal(again._store.is_validation, est._store.is_validation)

@@ -353,9 +353,9 @@ def test_make_prior():
     prior = make_prior(specs)
     assert isinstance(prior, FactorizedPrior) and prior.hypercube_bound == 2.0
     assert make_prior(prior) is prior
-    rebound = make_prior(prior, hypercube_bound=3.0)
-    assert rebound is not prior and rebound.hypercube_bound == 3.0 and rebound.specs == specs
-    assert prior.hypercube_bound == 2.0
+    # A prior keeps its own bound: make_prior never changes it.
+    own = FactorizedPrior(specs, hypercube_bound=3.0)
+    assert make_prior(own) is own and make_prior(own, marginalize=[1]).hypercube_bound == 3.0
     marginal = make_prior(prior, marginalize=[1])
     assert marginal.n_free == 1 and make_prior(marginal) is marginal  # None keeps its own
     assert make_prior(marginal, marginalize=[]).n_free == 2
@@ -430,7 +430,7 @@ def test_bad_spec_raises(spec, message):
 )
 def test_bad_arguments_raise(prior, kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
-        make_prior(prior, **kwargs)
+        FactorizedPrior(prior, **kwargs)
 
 
 def test_bad_sample_size_raises():

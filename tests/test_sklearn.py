@@ -119,7 +119,7 @@ def test_persistence_reproduces_samples_exactly(fitted_moons, moons_data, tmp_pa
 def test_pickle_holds_numpy_not_torch_storages(fitted_moons):
     state = fitted_moons.__getstate__()
     assert "network_" not in state
-    assert all(isinstance(v, np.ndarray) for v in state["_network_weights"].values())
+    assert all(isinstance(v, np.ndarray) for v in state["_network_state"]["weights"].values())
     assert state["_skfalcon_version"] == skfalcon.__version__
 
 

@@ -9,9 +9,8 @@ import torch
 from scipy import stats
 
 from skfalcon import FlowPosteriorEstimator
-from skfalcon.engine import PriorMixture, SampleStore, UniformCube
+from skfalcon.engine import NetworkSpec, PriorMixture, SampleStore, UniformCube
 from skfalcon.engine.store import log_ratio_to_proposal
-from skfalcon.estimators import _flow_posterior
 
 # ---------------------------------------------------------------- engine
 
@@ -170,7 +169,7 @@ def test_fit_resets_the_store(moons_data, est_kwargs):
 
 def test_discard_samples_drops_rows_below_the_log_ratio_threshold(moons_data, est_kwargs):
     task, theta, x = moons_data
-    est = FlowPosteriorEstimator(discard_samples=True, **est_kwargs)
+    est = FlowPosteriorEstimator(discard_log_ratio=-20.0, **est_kwargs)
     _quiet(est.fit, theta[:300], x[:300])
     assert est.n_discarded_simulations_ == 0
     # These rows claim a proposal density e^200 times the prior's: their log-ratio is ~ -200.
@@ -185,12 +184,12 @@ def test_discard_samples_drops_rows_below_the_log_ratio_threshold(moons_data, es
 def test_discarding_every_training_row_raises_and_keeps_the_estimator(moons_data, est_kwargs):
     _, theta, x = moons_data
     est = _quiet(
-        FlowPosteriorEstimator(discard_samples=True, log_ratio_threshold=1e6, **est_kwargs).fit,
+        FlowPosteriorEstimator(discard_log_ratio=1e6, **est_kwargs).fit,
         theta[:300],
         x[:300],
     )
     store, network = est._store, est.network_
-    with pytest.raises(ValueError, match="discard_samples would drop all 540 training rows"):
+    with pytest.raises(ValueError, match="discard_log_ratio=1000000.0 would drop all 540 training rows"):
         est.partial_fit(theta[300:], x[300:])
     assert est._store is store and est.network_ is network and est.n_iter_ == 2
 
@@ -198,15 +197,13 @@ def test_discarding_every_training_row_raises_and_keeps_the_estimator(moons_data
 def test_reset_network_after_pause_rebuilds_the_networks(monkeypatch, moons_data, est_kwargs):
     _, theta, x = moons_data
     calls = []
-    original = _flow_posterior._build_network
-    monkeypatch.setattr(
-        _flow_posterior, "_build_network", lambda spec: calls.append(1) or original(spec)
-    )
+    original = NetworkSpec.build
+    monkeypatch.setattr(NetworkSpec, "build", lambda spec: calls.append(1) or original(spec))
     for reset, expected in ((False, 1), (True, 2)):
         calls.clear()
-        est = FlowPosteriorEstimator(reset_network_after_pause=reset, **est_kwargs)
+        est = FlowPosteriorEstimator(**est_kwargs)
         _quiet(est.partial_fit, theta[:300], x[:300])
-        _quiet(est.partial_fit, theta[300:], x[300:])
+        _quiet(est.partial_fit, theta[300:], x[300:], reset_network=reset)
         assert len(calls) == expected
 
 
@@ -256,7 +253,7 @@ def test_store_is_not_pickled_and_a_loaded_model_starts_a_new_one(moons_data, es
     blob = pickle.dumps(est)
     loaded = pickle.loads(blob)
     assert not hasattr(loaded, "_store") and loaded.marginal_ == "prior"
-    assert loaded.network_.marginal_is_prior
+    assert loaded.network_.marginal_policy.is_exact_prior
     _quiet(loaded.partial_fit, theta[300:400], x[300:400])
     assert loaded.n_stored_simulations_ == 100
 
@@ -267,19 +264,19 @@ def test_store_is_not_pickled_and_a_loaded_model_starts_a_new_one(moons_data, es
 def test_auto_marginal_is_the_exact_prior_until_proposal_rows_arrive(moons_data, est_kwargs):
     _, theta, x = moons_data
     est = _quiet(FlowPosteriorEstimator(**est_kwargs).fit, theta[:300], x[:300])
-    assert est.marginal_ == "prior" and est.network_.marginal_is_prior
+    assert est.marginal_ == "prior" and est.network_.marginal_policy.is_exact_prior
     # Neither fit nor partial_fit trains the marginal flow while the prior serves as m:
     # in the mixture that follows it models proposal rows only.
     before = {k: v.clone() for k, v in est.network_.marginal.state_dict().items()}
     _quiet(est.partial_fit, theta[300:400], x[300:400])
-    assert est.marginal_ == "prior" and est.network_.marginal_is_prior
+    assert est.marginal_ == "prior" and est.network_.marginal_policy.is_exact_prior
     assert all(r["train_loss_marginal"] == 0.0 for r in est.history_)
     after = est.network_.marginal.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     log_prob = np.full(200, np.log(0.25))
     _quiet(est.partial_fit, theta[400:], x[400:], theta_log_prob=log_prob)
     # Now m = alpha * prior + (1 - alpha) * flow, alpha the training rows' prior share.
-    assert est.marginal_ == "mixture" and not est.network_.marginal_is_prior
+    assert est.marginal_ == "mixture" and not est.network_.marginal_policy.is_exact_prior
     train = ~est._store.is_validation
     expected = float(est._store.from_prior[train].double().mean())
     assert est.prior_fraction_ == pytest.approx(expected) and 0.55 < expected < 0.75
@@ -301,8 +298,7 @@ def test_mixture_marginal_flow_learns_the_proposal_rows_only(moons_data, est_kwa
     np.testing.assert_allclose(est.network_.marginal.norm.mean.numpy(), 0.674, atol=0.05)
     # marginal="flow" learns all rows: its normalisation is pulled toward the prior's 0.
     flow = _quiet(FlowPosteriorEstimator(marginal="flow", **est_kwargs).fit, theta[:300], x[:300])
-    flow.set_params(reset_network_after_pause=True)
-    _quiet(flow.partial_fit, theta_near, x_near, theta_log_prob=log_prob)
+    _quiet(flow.partial_fit, theta_near, x_near, theta_log_prob=log_prob, reset_network=True)
     assert flow.marginal_ == "flow" and flow.prior_fraction_ is None
     assert (flow.network_.marginal.norm.mean.numpy() < 0.5).all()
 
@@ -316,19 +312,19 @@ def test_mixture_marginal_survives_pickling_and_discarding_prior_rows_drops_it(
     _quiet(est.partial_fit, theta[300:500], x[300:500], theta_log_prob=log_prob)
     loaded = pickle.loads(pickle.dumps(est))
     assert loaded.marginal_ == "mixture" and loaded.prior_fraction_ == est.prior_fraction_
-    assert loaded.network_.prior_fraction == est.prior_fraction_
+    assert loaded.network_.marginal_policy == est.network_.marginal_policy
     x_obs = x[:1]
     np.testing.assert_array_equal(
         loaded.sample(x_obs, 50, random_state=3), est.sample(x_obs, 50, random_state=3)
     )
     # Discarding looks at each row: once it drops a prior row, the flow models all rows.
-    est.set_params(discard_samples=True, log_ratio_threshold=1e6)
-    with pytest.raises(ValueError, match="discard_samples would drop all"):
+    est.set_params(discard_log_ratio=1e6)
+    with pytest.raises(ValueError, match="discard_log_ratio=1000000.0 would drop all"):
         _quiet(est.partial_fit, theta[500:], x[500:], theta_log_prob=log_prob[:100])
     assert est.marginal_ == "mixture"  # the failed round changed nothing
     # A threshold at the median log-ratio of the stored prior rows drops half of them.
     ratios = log_ratio_to_proposal(est.network_, est._store, est.device_)
-    est.set_params(log_ratio_threshold=float(ratios[est._store.from_prior].median()))
+    est.set_params(discard_log_ratio=float(ratios[est._store.from_prior].median()))
     _quiet(est.partial_fit, theta[500:], x[500:], theta_log_prob=log_prob[:100])
     assert est.n_discarded_simulations_ > 0 and est._store.prior_rows_filtered
     assert est.marginal_ == "flow" and est.prior_fraction_ is None
@@ -343,13 +339,14 @@ def test_flow_marginal_is_trained_from_the_start(moons_data, est_kwargs):
 
 
 def test_exact_marginal_log_prob_is_normalized(fitted_moons):
-    # With m the uniform prior, log_prob integrates to one over the prior box.
-    grid = np.linspace(-1, 1, 161)
+    # With m the uniform prior, log_prob integrates to one over the prior box (midpoint rule).
+    edges = np.linspace(-1, 1, 321)
+    grid = (edges[1:] + edges[:-1]) / 2
     g1, g2 = np.meshgrid(grid, grid)
     theta = np.column_stack([g1.ravel(), g2.ravel()])
     x_obs = np.array([0.1, -0.2])
     density = np.exp(fitted_moons.log_prob(theta, x_obs)).reshape(g1.shape)
-    cell = (grid[1] - grid[0]) ** 2
+    cell = (edges[1] - edges[0]) ** 2
     assert fitted_moons.marginal_ == "prior"
     assert density.sum() * cell == pytest.approx(1.0, abs=0.05)
 

@@ -1,6 +1,22 @@
-"""The torch engine: flows, embeddings, running normalisation, training, importance sampling.
+"""The torch engine: flows, marginal policy, sample store, training and inference.
 
 Imports torch and zuko only; the scikit-learn façade lives in :mod:`skfalcon.estimators`.
+
+========================  ==============================================================
+module                    its one job
+========================  ==============================================================
+``flows``                 zuko flow families behind the probit map and a running norm
+``normalization``         the online running normalisation
+``embeddings``            summary networks of observations of any shape
+``posterior``             the dual flows ``q(u | s(x))`` and ``m(u)``
+``marginal``              what serves as ``m``: exact prior, prior mixture or learned flow
+``network``               the spec that builds the dual flows and round-trips through files
+``store``                 the sample store: rounds, provenance, split, pruning
+``training``              the training loop and its configuration
+``importance``            candidate pools, weights, ESS and resampling
+``inference``             chunked sampling, density ratios and the log Z(x) cache
+``seeding``               seeded torch randomness that leaves the global state alone
+========================  ==============================================================
 """
 
 from skfalcon.engine.embeddings import (
@@ -21,35 +37,70 @@ from skfalcon.engine.importance import (
     importance_sample,
     log_normalizer,
 )
+from skfalcon.engine.inference import (
+    LogNormalizerCache,
+    SamplerConfig,
+    inference_rows,
+    log_ratio,
+    row_chunks,
+    sample_posterior,
+)
+from skfalcon.engine.marginal import (
+    MarginalPolicy,
+    PriorMixture,
+    UniformCube,
+    choose_marginal,
+)
+from skfalcon.engine.network import NetworkSpec, network_from_state, network_state
 from skfalcon.engine.normalization import RunningNorm
-from skfalcon.engine.posterior import DualFlowPosterior, PriorMixture, UniformCube
-from skfalcon.engine.store import SampleStore, log_ratio_to_proposal
-from skfalcon.engine.training import TrainingDivergedError, TrainingResult, train
+from skfalcon.engine.posterior import DualFlowPosterior
+from skfalcon.engine.seeding import torch_seed_scope
+from skfalcon.engine.store import SampleStore, log_ratio_to_proposal, validation_mask
+from skfalcon.engine.training import (
+    TrainingConfig,
+    TrainingDivergedError,
+    TrainingResult,
+    train,
+)
 
 __all__ = [
     "EMBEDDING_PRESETS",
     "FLOW_FAMILIES",
     "CNN1dEmbedding",
     "DeepSetEmbedding",
-    "LinearEmbedding",
-    "MLPEmbedding",
-    "MultiInputEmbedding",
-    "SplitInputs",
     "DualFlowPosterior",
     "ImportanceSample",
+    "LinearEmbedding",
+    "LogNormalizerCache",
+    "MLPEmbedding",
+    "MarginalPolicy",
+    "MultiInputEmbedding",
+    "NetworkSpec",
     "NormalizedFlow",
+    "PriorMixture",
     "RunningNorm",
     "SampleStore",
+    "SamplerConfig",
+    "SplitInputs",
+    "TrainingConfig",
     "TrainingDivergedError",
     "TrainingResult",
-    "PriorMixture",
     "UniformCube",
     "build_embedding",
     "build_flow",
+    "choose_marginal",
     "draw_candidates",
     "effective_sample_size",
     "importance_sample",
+    "inference_rows",
     "log_normalizer",
+    "log_ratio",
     "log_ratio_to_proposal",
+    "network_from_state",
+    "network_state",
+    "row_chunks",
+    "sample_posterior",
+    "torch_seed_scope",
     "train",
+    "validation_mask",
 ]

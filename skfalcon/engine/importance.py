@@ -18,7 +18,9 @@ the balance heuristic against the target :math:`t(u) = [q(u \mid s) / m(u)]^{\ka
 :math:`\kappa = 1` is the posterior; :math:`\kappa = 1 - \gamma` the widened proposal of
 sequential rounds. Out-of-cube candidates lose :math:`\lambda` (``out_of_bounds_penalty``)
 rather than :math:`\infty`, so a pool with no candidate inside the cube still resamples;
-NaN and :math:`-\infty` log-weights become ``nan_replacement``. Samples are drawn from the
+NaN and :math:`-\infty` log-weights become ``nan_replacement``. (The flows of
+:class:`DualFlowPosterior` model the probit image of the cube, so none of their draws
+leaves it; the indicator matters for densities on :math:`\mathbb{R}^d` only.) Samples are drawn from the
 pool in proportion to :math:`w` by systematic resampling (:func:`systematic_resample`).
 The pool's effective sample size is Kish's :math:`(\sum w)^2 / \sum w^2`, and the
 normalizing constant of the target, :math:`Z = \int_C t \, du`, is estimated by
@@ -172,8 +174,8 @@ def importance_sample(
     num_proposals: int,
     beta: float,
     bound: float,
-    out_of_bounds_penalty: float,
-    nan_replacement: float,
+    out_of_bounds_penalty: float = 100.0,
+    nan_replacement: float = -100.0,
     exponent: float = 1.0,
     min_ess: float = 0.0,
     max_rounds: int = 1,

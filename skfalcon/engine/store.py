@@ -16,11 +16,24 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from skfalcon.engine.inference import inference_rows, row_chunks
 from skfalcon.engine.posterior import DualFlowPosterior
 
-__all__ = ["SampleStore", "log_ratio_to_proposal"]
+__all__ = ["SampleStore", "log_ratio_to_proposal", "validation_mask"]
 
-_EVAL_BATCH = 8192
+
+def validation_mask(n: int, fraction: float, generator: torch.Generator | None = None) -> Tensor:
+    """Bool mask ``(n,)`` of the rows held out for validation, drawn at random.
+
+    ``round(fraction * n)`` rows, and with ``fraction > 0`` at least one and at most
+    ``n - 1`` when ``n > 1``, so that both splits are non-empty; none for a single row.
+    """
+    n_val = round(fraction * n) if n > 1 else 0
+    if fraction > 0 and n > 1:
+        n_val = min(max(n_val, 1), n - 1)
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[torch.randperm(n, generator=generator)[:n_val]] = True
+    return mask
 
 
 @dataclass(frozen=True)
@@ -119,6 +132,13 @@ class SampleStore:
             return None
         return float(self.from_prior[train].double().mean())
 
+    def limit(self, capacity: int | None, validation_fraction: float) -> "SampleStore":
+        """Keep the newest ``capacity`` rows (``None``: all), each split keeping its share."""
+        if capacity is None or len(self) <= capacity:
+            return self
+        n_validation = round(validation_fraction * capacity)
+        return self.keep_newest(capacity - n_validation, n_validation)
+
     def keep_newest(self, n_train: int, n_validation: int) -> "SampleStore":
         """Drop the oldest rows beyond ``n_train`` training and ``n_validation`` validation rows.
 
@@ -146,9 +166,8 @@ def log_ratio_to_proposal(
     was_training = posterior.training
     posterior.eval()
     with torch.no_grad():
-        for start in range(0, len(store), _EVAL_BATCH):
-            u = store.u[start : start + _EVAL_BATCH].to(device)
-            x = store.x[start : start + _EVAL_BATCH].to(device)
+        for rows in row_chunks(len(store), inference_rows(device)):
+            u, x = store.u[rows].to(device), store.x[rows].to(device)
             log_q = posterior.conditional.log_prob(u, posterior.embed(x))
             values.append(log_q.double().cpu())
     posterior.train(was_training)

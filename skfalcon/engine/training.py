@@ -1,7 +1,8 @@
 r"""Training loop: AdamW, plateau learning-rate decay, early stopping, best weights.
 
-Minimises :meth:`DualFlowPosterior.losses` summed over minibatches drawn without
-replacement each epoch. After every epoch the mean validation loss drives
+Minimises :meth:`DualFlowPosterior.losses` summed over minibatches of the training rows
+of a :class:`~skfalcon.engine.store.SampleStore`, drawn without replacement each epoch;
+the marginal flow's loss is taken over the rows its :class:`MarginalPolicy` selects. After every epoch the mean validation loss drives
 ``ReduceLROnPlateau`` and early stopping; the weights (and normalisation buffers) of the
 best validation epoch are kept and, with ``use_best_models``, restored at the end. The
 loop syncs with the host once per epoch, not per step. A step whose loss or gradient is
@@ -17,16 +18,51 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from skfalcon.engine.inference import inference_rows, row_chunks
 from skfalcon.engine.posterior import DualFlowPosterior
+from skfalcon.engine.store import SampleStore
 
-__all__ = ["TrainingDivergedError", "TrainingResult", "train"]
+__all__ = ["TrainingConfig", "TrainingDivergedError", "TrainingResult", "train"]
 
-# Validation batches are evaluated without gradients, so they can be larger.
-_EVAL_BATCH = 8192
+# AdamW's moment coefficients.
+_BETAS = (0.9, 0.999)
+# Training tensors stay on a GPU when they take at most this share of its free memory.
+_DEVICE_CACHE_SHARE = 0.25
 
 
 class TrainingDivergedError(RuntimeError):
     """Every step of an epoch gave a non-finite loss."""
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Settings of :func:`train`.
+
+    Attributes
+    ----------
+    batch_size, max_epochs : int
+        Minibatch size and the most epochs.
+    lr, weight_decay : float
+        AdamW's learning rate and decoupled weight decay (moments ``(0.9, 0.999)``).
+    lr_decay_factor : float
+        ``ReduceLROnPlateau``'s factor.
+    lr_patience, early_stop_patience : int
+        Epochs without improvement before the learning rate decays, and before stopping.
+    use_best_models : bool
+        Restore the weights of the best validation epoch at the end.
+    max_cache_samples : int or None
+        Use at most this many training rows per epoch (a fresh random subset each epoch).
+    """
+
+    batch_size: int = 512
+    max_epochs: int = 200
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    lr_decay_factor: float = 0.5
+    lr_patience: int = 5
+    early_stop_patience: int = 10
+    use_best_models: bool = True
+    max_cache_samples: int | None = None
 
 
 @dataclass
@@ -40,175 +76,197 @@ class TrainingResult:
     n_skipped_steps: int = 0
 
 
-def _row_counts(rows: int, marginal_rows: Tensor | None, device) -> Tensor:
-    """Rows behind each entry of :meth:`DualFlowPosterior.losses`, as a device tensor.
+@dataclass
+class _Rows:
+    """One split's tensors: ``u``, ``x`` and the marginal flow's rows (or ``None``: all)."""
 
-    Filled on the device (no host-to-device copy per step).
-    """
+    u: Tensor
+    x: Tensor
+    marginal: Tensor | None
+
+    def __len__(self) -> int:
+        return self.u.shape[0]
+
+    def take(self, rows, device) -> "_Rows":
+        marginal = None if self.marginal is None else self.marginal[rows].to(device)
+        return _Rows(self.u[rows].to(device), self.x[rows].to(device), marginal)
+
+    def to(self, device) -> "_Rows":
+        return self.take(slice(None), device)
+
+
+def _fits_on(device: torch.device, rows: _Rows) -> bool:
+    """Whether moving ``rows`` to ``device`` once is cheaper than once per minibatch."""
+    if device.type != "cuda":
+        return True
+    size = rows.u.nbytes + rows.x.nbytes
+    return size <= _DEVICE_CACHE_SHARE * torch.cuda.mem_get_info(device)[0]
+
+
+def _row_counts(rows: int, marginal_rows: Tensor | None, device) -> Tensor:
+    """Rows behind each entry of :meth:`DualFlowPosterior.losses`, filled on the device."""
     counts = torch.full((2,), float(rows), device=device)
     if marginal_rows is not None:
         counts[1] = marginal_rows.sum()
     return counts
 
 
-def _mean_losses(
-    model: DualFlowPosterior, u: Tensor, x: Tensor, marginal_rows: Tensor | None, device
-) -> Tensor:
+def _mean_losses(model: DualFlowPosterior, data: _Rows, device) -> Tensor:
     total = torch.zeros(2, device=device)
     counts = torch.zeros(2, device=device)
-    for start in range(0, u.shape[0], _EVAL_BATCH):
-        ub = u[start : start + _EVAL_BATCH].to(device, non_blocking=True)
-        xb = x[start : start + _EVAL_BATCH].to(device, non_blocking=True)
-        mb = (
-            None if marginal_rows is None else marginal_rows[start : start + _EVAL_BATCH].to(device)
-        )
-        weight = _row_counts(ub.shape[0], mb, device)
-        total += model.losses(ub, xb, mb) * weight
+    for rows in row_chunks(len(data), inference_rows(device)):
+        batch = data.take(rows, device)
+        weight = _row_counts(len(batch), batch.marginal, device)
+        total += model.losses(batch.u, batch.x, batch.marginal) * weight
         counts += weight
     return total / counts.clamp_min(1)
 
 
+def _epoch(model, optimizer, parameters, data: _Rows, batch_size: int, device):
+    """One pass over ``data`` in random minibatches; mean losses ``(2,)`` and skipped steps.
+
+    A step whose loss or gradient is not finite contributes no gradient: its gradients are
+    zeroed on the device, so there is no host sync per step.
+    """
+    order = torch.randperm(len(data), device=data.u.device)
+    loss_sum = torch.zeros(2, device=device)
+    loss_count = torch.zeros(2, device=device)
+    skipped = torch.zeros((), dtype=torch.long, device=device)
+    n_steps = 0
+    for start in range(0, len(order), batch_size):
+        batch = data.take(order[start : start + batch_size], device)
+        losses = model.losses(batch.u, batch.x, batch.marginal)
+        optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        grads = [p.grad for p in parameters if p.grad is not None]
+        finite = torch.isfinite(losses).all() & torch.isfinite(
+            torch.stack([g.norm() for g in grads]).sum()
+        )
+        for g in grads:
+            g.copy_(torch.where(finite, g, torch.zeros_like(g)))
+        optimizer.step()
+        losses = torch.where(finite, losses.detach(), torch.zeros_like(losses))
+        weight = _row_counts(len(batch), batch.marginal, device)
+        loss_sum += losses * weight
+        loss_count += weight
+        skipped += ~finite
+        n_steps += 1
+    return (loss_sum / loss_count.clamp_min(1)).tolist(), int(skipped), n_steps
+
+
+def _splits(model: DualFlowPosterior, store: SampleStore, config: TrainingConfig, device):
+    """Training and validation rows, on ``device`` where they fit; and whether to subsample."""
+    marginal = model.marginal_policy.flow_rows(store.from_prior)
+    train_mask, val_mask = ~store.is_validation, store.is_validation
+    train = _Rows(
+        store.u[train_mask], store.x[train_mask], None if marginal is None else marginal[train_mask]
+    )
+    val = _Rows(
+        store.u[val_mask], store.x[val_mask], None if marginal is None else marginal[val_mask]
+    )
+    cap = config.max_cache_samples
+    subsample = cap is not None and len(train) > cap
+    if not subsample and _fits_on(device, train):
+        train = train.to(device)
+    if _fits_on(device, val):
+        val = val.to(device)
+    return train, val, subsample
+
+
+def _record(epoch, train_losses, val_losses, best_loss, lr, skipped, seconds) -> dict:
+    return {
+        "epoch": epoch,
+        "train_loss": sum(train_losses),
+        "train_loss_conditional": train_losses[0],
+        "train_loss_marginal": train_losses[1],
+        "val_loss": sum(val_losses),
+        "val_loss_conditional": val_losses[0],
+        "val_loss_marginal": val_losses[1],
+        "best_val_loss": best_loss,
+        "lr": lr,
+        "skipped_steps": skipped,
+        "seconds": seconds,
+    }
+
+
 def train(
     model: DualFlowPosterior,
-    u_train: Tensor,
-    x_train: Tensor,
-    u_val: Tensor | None,
-    x_val: Tensor | None,
-    *,
+    store: SampleStore,
+    config: TrainingConfig,
     device: torch.device,
-    batch_size: int,
-    max_epochs: int,
-    lr: float,
-    betas: tuple[float, float],
-    weight_decay: float,
-    lr_decay_factor: float,
-    lr_patience: int,
-    early_stop_patience: int,
-    use_best_models: bool,
-    cache_on_device: bool = True,
-    max_cache_samples: int | None = None,
+    *,
     on_epoch_end: Callable[[dict], None] | None = None,
     epoch_offset: int = 0,
-    marginal_rows_train: Tensor | None = None,
-    marginal_rows_val: Tensor | None = None,
 ) -> TrainingResult:
-    """Fit ``model`` in place on ``(u_train, x_train)``.
+    """Fit ``model`` in place on the training rows of ``store``.
 
-    ``u_val``/``x_val`` (may be ``None``) select the best epoch and stop early; without
-    them the training loss does. With ``cache_on_device`` the training tensors are moved
-    to ``device`` once, otherwise each minibatch is. ``max_cache_samples`` caps the rows
-    used per epoch (a fresh random subset each epoch). Uses torch's global random state.
-    A ``KeyboardInterrupt`` ends training after restoring the best weights.
-    ``marginal_rows_train``/``marginal_rows_val`` (bool, one per row) restrict the marginal
-    flow's loss to those rows (see :meth:`DualFlowPosterior.losses`); ``None``: all rows.
+    The validation rows select the best epoch and stop early; without them the training
+    loss does. Uses torch's global random state. A ``KeyboardInterrupt`` ends training
+    after restoring the best weights.
     """
     model.to(device)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=lr, betas=betas, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=lr_decay_factor, patience=lr_patience
+    optimizer = torch.optim.AdamW(
+        parameters, lr=config.lr, betas=_BETAS, weight_decay=config.weight_decay
     )
-    n_train = u_train.shape[0]
-    subsample = max_cache_samples is not None and n_train > max_cache_samples
-    m_train = marginal_rows_train
-    if cache_on_device and not subsample:
-        u_train, x_train = u_train.to(device), x_train.to(device)
-        m_train = None if m_train is None else m_train.to(device)
-    has_val = u_val is not None and u_val.shape[0] > 0
-    if has_val and cache_on_device:
-        u_val, x_val = u_val.to(device), x_val.to(device)
-
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=config.lr_decay_factor, patience=config.lr_patience
+    )
+    train_rows, val_rows, subsample = _splits(model, store, config, device)
     result = TrainingResult(best_epoch=epoch_offset)
-    best_loss = float("inf")
-    best_state = copy.deepcopy(model.state_dict())
+    best_loss, best_state = float("inf"), copy.deepcopy(model.state_dict())
     epochs_without_improvement = 0
     try:
-        for epoch in range(max_epochs):
+        for epoch in range(epoch_offset, epoch_offset + config.max_epochs):
             start_time = time.perf_counter()
             model.train()
-            u_epoch, x_epoch, m_epoch = u_train, x_train, m_train
+            data = train_rows
             if subsample:
-                rows = torch.randperm(n_train)[:max_cache_samples]
-                u_epoch, x_epoch = u_train[rows].to(device), x_train[rows].to(device)
-                m_epoch = None if m_train is None else m_train[rows].to(device)
-            order = torch.randperm(u_epoch.shape[0], device=u_epoch.device)
-            train_sum = torch.zeros(2, device=device)
-            train_count = torch.zeros(2, device=device)
-            skipped = torch.zeros((), dtype=torch.long, device=device)
-            n_steps = 0
-            for start in range(0, order.shape[0], batch_size):
-                rows = order[start : start + batch_size]
-                ub = u_epoch[rows].to(device, non_blocking=True)
-                xb = x_epoch[rows].to(device, non_blocking=True)
-                mb = None if m_epoch is None else m_epoch[rows].to(device, non_blocking=True)
-                losses = model.losses(ub, xb, mb)
-                optimizer.zero_grad(set_to_none=True)
-                losses.sum().backward()
-                grads = [p.grad for p in parameters if p.grad is not None]
-                finite = torch.isfinite(losses).all() & torch.isfinite(
-                    torch.stack([g.norm() for g in grads]).sum()
+                data = train_rows.take(
+                    torch.randperm(len(train_rows))[: config.max_cache_samples], device
                 )
-                # Zero the gradients of a non-finite step on the device: no host sync per step.
-                for g in grads:
-                    g.copy_(torch.where(finite, g, torch.zeros_like(g)))
-                optimizer.step()
-                losses = torch.where(finite, losses.detach(), torch.zeros_like(losses))
-                weight = _row_counts(rows.shape[0], mb, device)
-                train_sum += losses.detach() * weight
-                train_count += weight
-                skipped += ~finite
-                n_steps += 1
-            n_skipped = int(skipped)
+            train_losses, n_skipped, n_steps = _epoch(
+                model, optimizer, parameters, data, config.batch_size, device
+            )
             result.n_skipped_steps += n_skipped
             if n_skipped == n_steps:
                 raise TrainingDivergedError(
-                    f"every one of the {n_steps} training steps of epoch "
-                    f"{epoch_offset + epoch} gave a non-finite loss"
+                    f"every one of the {n_steps} training steps of epoch {epoch} gave a "
+                    "non-finite loss"
                 )
-            train_losses = (train_sum / train_count.clamp_min(1)).tolist()
-
             model.eval()
-            if has_val:
+            if len(val_rows):
                 with torch.no_grad():
-                    val_losses = _mean_losses(
-                        model, u_val, x_val, marginal_rows_val, device
-                    ).tolist()
+                    val_losses = _mean_losses(model, val_rows, device).tolist()
                 monitored = sum(val_losses)
             else:
-                val_losses = [float("nan"), float("nan")]
-                monitored = sum(train_losses)
-
-            improved = monitored < best_loss
-            if improved:
-                best_loss, result.best_epoch = monitored, epoch_offset + epoch
+                val_losses, monitored = [float("nan")] * 2, sum(train_losses)
+            if monitored < best_loss:
+                best_loss, result.best_epoch = monitored, epoch
                 best_state = copy.deepcopy(model.state_dict())
                 epochs_without_improvement = 0
             else:
                 epochs_without_improvement += 1
-            record = {
-                "epoch": epoch_offset + epoch,
-                "train_loss": sum(train_losses),
-                "train_loss_conditional": train_losses[0],
-                "train_loss_marginal": train_losses[1],
-                "val_loss": sum(val_losses),
-                "val_loss_conditional": val_losses[0],
-                "val_loss_marginal": val_losses[1],
-                "best_val_loss": best_loss,
-                "lr": optimizer.param_groups[0]["lr"],
-                "skipped_steps": n_skipped,
-                "seconds": time.perf_counter() - start_time,
-            }
+            record = _record(
+                epoch,
+                train_losses,
+                val_losses,
+                best_loss,
+                optimizer.param_groups[0]["lr"],
+                n_skipped,
+                time.perf_counter() - start_time,
+            )
             result.history.append(record)
             if on_epoch_end is not None:
                 on_epoch_end(record)
             scheduler.step(monitored)
-            if epochs_without_improvement > early_stop_patience:
+            if epochs_without_improvement > config.early_stop_patience:
                 result.stopped_early = True
                 break
     except KeyboardInterrupt:
         result.interrupted = True
     finally:
-        if use_best_models:
+        if config.use_best_models:
             model.load_state_dict(best_state)
         model.eval()
     return result

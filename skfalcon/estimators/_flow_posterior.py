@@ -1,87 +1,67 @@
 """FlowPosteriorEstimator: the scikit-learn façade of the dual-flow posterior."""
 
 import copy
-import logging
-import time
 import warnings
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from skfalcon._version import __version__
 from skfalcon.engine import (
-    DualFlowPosterior,
-    RunningNorm,
+    LogNormalizerCache,
+    NetworkSpec,
+    SamplerConfig,
+    SampleStore,
     TrainingDivergedError,
-    build_embedding,
-    importance_sample,
+    choose_marginal,
+    log_ratio,
+    log_ratio_to_proposal,
+    sample_posterior,
+    torch_seed_scope,
     train,
+    validation_mask,
 )
-from skfalcon.engine.importance import draw_candidates, log_normalizer
-from skfalcon.engine.store import SampleStore, log_ratio_to_proposal
 from skfalcon.estimators._observations import (
     embedding_spec,
     flatten_observations,
-    flatten_training_observations,
     observation_shape_of,
 )
 from skfalcon.estimators._params import FlowPosteriorParams, validate_params
-from skfalcon.priors import make_prior
-from skfalcon.utils import draw_seed, resolve_device, torch_seed_scope
+from skfalcon.estimators._report import FitProgress, report_fit
+from skfalcon.estimators._state import restore_state, saved_state
+from skfalcon.estimators._training_data import (
+    check_theta_log_prob,
+    check_training_data,
+    to_training_rows,
+)
+from skfalcon.priors import Standardizer, make_prior
+from skfalcon.utils import draw_seed, resolve_device, round_seed
 from skfalcon.utils.validation import (
-    MAX_ABS_VALUE,
     check_magnitude,
-    exceeds_magnitude,
+    check_positive_int,
     named_errors,
     to_float_array,
 )
 
 __all__ = ["FlowPosteriorEstimator"]
 
-logger = logging.getLogger("skfalcon")
-
-# Up to this many pools of num_proposals candidates per sample are drawn while the
-# effective sample size is below _ESS_PER_SAMPLE times the number of samples requested.
-_MAX_POOL_ROUNDS = 8
-# At an ESS of n, systematic resampling of n samples still repeats a candidate wherever
-# its weight exceeds 1/n: after sequential rounds on 10-D Gaussian linear (seed 0), 11 % of
-# 10,000 samples were repeats (C2ST 0.624); with the pool grown to an ESS of 4n, 1.3 %
-# (C2ST 0.578).
-_ESS_PER_SAMPLE = 4
-# Candidates per observation for the normalizing constant Z(x) of log_prob: with a pool
-# efficiency near 1/2 the standard error of log Z is about 0.03, and score() stays cheap.
-_LOG_Z_CANDIDATES = 2048
-# Rows per forward pass at inference (candidates, exact draws, log_prob pairs), which
-# bounds memory. On the CPU, activations of 2**14 rows x 128 hidden units (8 MiB of
-# float32) are reused by the allocator, while larger ones are mapped afresh and page-fault
-# on every operation: 2**16 to 2**18 rows sampled 1.3-2.3x slower (benchmarks/README.md,
-# "Speed"). A GPU wants large batches.
-_INFERENCE_ROWS = {"cpu": 2**14, "cuda": 2**18}
-
-
-def _inference_rows(device: torch.device) -> int:
-    return _INFERENCE_ROWS.get(device.type, _INFERENCE_ROWS["cpu"])
-
-
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
+# Hyperparameters that inference reads; validated on their own, so that a bad training
+# hyperparameter set after a fit does not block sampling the fitted model.
+_INFERENCE_PARAMS = ("num_proposals", "proposal_mixture_beta", "gamma")
 
 
 class FlowPosteriorEstimator(BaseEstimator):
     r"""Posterior estimation with a conditional and a marginal normalizing flow.
 
     Learns :math:`p(\theta \mid x)` from simulations :math:`(\theta, x)`. Parameters are
-    mapped from the prior to the cube :math:`[-b, b]^d`; a conditional flow
-    :math:`q(u \mid x)` and a marginal flow :math:`m(u)` are fitted jointly and the posterior
-    is :math:`p(u \mid x) \propto q(u \mid x) / m(u)` on the cube, which holds whatever
-    distribution the training parameters came from. Samples are drawn by importance
-    sampling from the mixture :math:`\beta q + (1 - \beta) m`.
+    mapped by their prior's CDFs to a cube, where the prior is uniform; a conditional flow
+    :math:`q(u \mid s(x))` and a marginal flow :math:`m(u)` are fitted jointly and the
+    posterior is :math:`p(u \mid x) \propto q(u \mid x) / m(u)` on the cube, which holds
+    whatever distribution the training parameters came from. What of :math:`m` is known
+    exactly is used exactly: while every simulation came from the prior, :math:`m` is the
+    prior and the posterior is :math:`q`, sampled exactly; otherwise samples are drawn by
+    importance sampling from :math:`\beta q + (1 - \beta) m`.
 
     Following scikit-learn, ``fit(X, y)`` takes the parameters ``theta`` as ``X`` and the
     simulated observations ``x`` as ``y``: write ``est.fit(theta, x)``.
@@ -93,60 +73,42 @@ class FlowPosteriorEstimator(BaseEstimator):
         ``[("uniform", -1, 1), ("normal", 0, 1)]`` (see :mod:`skfalcon.priors`). ``None``
         means unknown: ``theta`` is standardized from the training rows and the posterior is
         the conditional flow alone (plain neural posterior estimation).
-    marginalize : list of int, default=None
-        Indices of nuisance parameters that are simulated but not inferred.
-    hypercube_bound : float, default=2.0
-        Half-width :math:`b` of the cube the prior is mapped to.
+    marginalize : int or list of int, default=None
+        Indices of nuisance parameters that are simulated but not inferred (negative
+        indices count from the end).
     net_type : str, default="nsf"
         zuko flow family of both flows: ``"nsf"``, ``"nsf_coupling"``, ``"maf"``,
         ``"nice"``, ``"realnvp"``, ``"naf"``, ``"unaf"``, ``"ncsf"``, ``"sospf"``, ``"bpf"``
-        or ``"gf"``. ``"nsf"`` is autoregressive: evaluating densities takes one pass per
-        transform, but drawing samples one pass per parameter per transform.
-        ``"nsf_coupling"`` (the same splines in coupling layers, two passes per transform)
-        samples many-parameter posteriors several times faster, and may need more
-        transforms for the same accuracy.
+        or ``"gf"``. ``"nsf"`` is autoregressive: densities take one pass per transform,
+        samples one pass per parameter per transform. ``"nsf_coupling"`` (the same splines
+        in coupling layers) samples many-parameter posteriors faster.
     num_transforms : int, default=3
         Number of flow transforms.
     hidden_features : tuple of int, default=(64, 64)
-        Hidden layer widths of each transform's network. Chosen by measurement: with
-        5 transforms of (128, 128) the 10-D Gaussian linear task overfitted 10,000
-        simulations from the second epoch on (C2ST 0.597); 3 of (64, 64) reach 0.539
-        (sbi 0.534 on the same run) with two moons at 0.557 (was 0.556; sbi 0.577).
+        Hidden layer widths of each transform's network.
     num_bins : int, default=16
-        Spline bins (``nsf`` and ``ncsf`` only).
+        Spline bins (``"nsf"``, ``"nsf_coupling"`` and ``"ncsf"`` only).
     embedding : None, str, nn.Module, callable or dict, default=None
         Summary network of ``x``, trained jointly with the flows (see
-        :doc:`/user_guide/embeddings`). ``None``: the flattened ``x``, normalised online by
-        running statistics of the training rows. ``"linear"`` (a learned linear summary,
-        weights starting at zero), ``"mlp"``, ``"cnn1d"`` (series of shape
-        ``(length,)`` or ``(channels, length)``) or ``"deepset"`` (i.i.d. trials of shape
-        ``(n_trials,)`` or ``(n_trials, d)``): presets sized by the ``embedding_*``
-        parameters, normalising their input online. A ``torch.nn.Module`` gets observations
-        of their own shape ``(n, *shape)`` (or a dict of such tensors) and returns
-        ``(n, n_summaries)``; ``fit`` trains a deep copy of it. A callable is called as
-        ``factory(observation_shape)`` and returns such a module. For dict observations, a
-        dict ``{name: embedding}`` embeds each input on its own and concatenates the
-        summaries (inputs it leaves out are normalised and passed on as they are).
+        :doc:`/user_guide/embeddings`). ``None``: the flattened ``x``, normalised online.
+        ``"linear"``, ``"mlp"``, ``"cnn1d"`` (series ``(length,)`` or ``(channels,
+        length)``) or ``"deepset"`` (i.i.d. trials): presets sized by
+        ``embedding_features`` and ``embedding_hidden_features``. A ``torch.nn.Module``
+        gets observations of their own shape ``(n, *shape)`` (or a dict of such tensors)
+        and returns ``(n, n_summaries)``; ``fit`` trains a deep copy of it. A callable is
+        called as ``factory(observation_shape)`` and returns such a module (e.g.
+        ``functools.partial(CNN1dEmbedding, channels=(8, 16))``). For dict observations, a
+        dict ``{name: embedding}`` embeds each input on its own.
     embedding_features : int, default=32
         Summary size of each preset.
     embedding_hidden_features : tuple of int, default=(128, 128)
-        Hidden widths of the presets' perceptrons (for ``"deepset"``, of :math:`\phi`).
-    embedding_channels : tuple of int, default=(16, 32)
-        Channels of the convolution blocks of ``"cnn1d"``.
-    embedding_kernel_size : int, default=5
-        Kernel width of the convolutions of ``"cnn1d"``.
+        Hidden widths of the presets' perceptrons.
     theta_norm : bool, default=True
         Put an online running normalisation of :math:`u` in front of each flow.
     norm_momentum : float, default=0.01
-        Momentum of the running normalisations.
-    adaptive_momentum : bool, default=False
-        Use momentum :math:`\max(\alpha, 1/t)` at update :math:`t`.
-    use_log_update : bool, default=False
-        Average the running variances in log space.
+        Momentum of the running normalisations of :math:`u` and ``x``.
     lr : float, default=2e-3
         AdamW learning rate.
-    betas : tuple of float, default=(0.9, 0.999)
-        AdamW moment coefficients.
     weight_decay : float, default=0.0
         AdamW decoupled weight decay.
     lr_decay_factor : float, default=0.5
@@ -164,50 +126,33 @@ class FlowPosteriorEstimator(BaseEstimator):
     batch_size : int, default=512
         Minibatch size.
     num_proposals : int, default=4
-        Importance-sampling candidates per output sample. The pool's efficiency is close to
-        ``proposal_mixture_beta`` for a well-trained model, so a few suffice (C2ST on two
-        moons was the same for 2, 4 and 8). While the pool's effective sample size is below
-        four times the number of samples requested, further pools of this size are drawn,
-        up to 8, so that few samples repeat.
+        Importance-sampling candidates per output sample. While the pool's effective
+        sample size is below four times the number of samples requested, further pools
+        of this size are drawn, up to 8.
     proposal_mixture_beta : float, default=0.5
         Weight :math:`\beta` of the conditional flow in the candidate mixture.
-    out_of_bounds_penalty : float, default=100.0
-        Log-weight subtracted from candidates outside the cube.
-    nan_replacement : float, default=-100.0
-        Log-weight given to candidates whose weight is NaN or :math:`-\infty`.
     gamma : float, default=0.5
         Widening of :meth:`sample_proposal`: 0 is the posterior, 1 the prior.
     marginal : {"auto", "flow"}, default="auto"
-        What serves as :math:`m(u)`, the density of the training parameters. ``"auto"``
-        uses what is known exactly: while every row of the sample store was drawn from
-        the prior, :math:`m` is the prior itself (uniform on the cube), and sampling is
-        exact (draws from the conditional flow, no importance weights). Once rows from a
-        proposal arrive (``partial_fit`` with ``theta_log_prob``), :math:`m` is the
-        mixture :math:`\alpha \pi + (1 - \alpha) h` with :math:`\alpha` the prior rows'
-        share and :math:`h` the marginal flow, trained on the proposal rows only (and not
-        before they arrive).
-        ``"flow"`` always trains and uses the flow on all rows, as Falcon does (also what
-        ``"auto"`` falls back to once ``discard_samples`` has dropped prior rows).
+        What serves as :math:`m(u)`. ``"auto"`` uses what is known exactly: the prior
+        while every stored row was drawn from it; the mixture
+        :math:`\alpha \pi + (1 - \alpha) h` once rows from proposals arrive (``partial_fit``
+        with ``theta_log_prob``), with :math:`\alpha` the prior rows' share and :math:`h`
+        a flow of the proposal rows; a flow of all rows once discarding dropped prior
+        rows. ``"flow"`` always learns :math:`m`, as Falcon does.
     store_capacity : int, default=None
         Most rows kept in the sample store across ``partial_fit`` calls, the oldest dropped
-        first (training and validation rows each keep their share). ``None`` keeps all.
-    discard_samples : bool, default=False
+        first (each split keeps its share). ``None`` keeps all.
+    discard_log_ratio : float, default=None
         Before each ``partial_fit`` round, drop stored rows whose log-ratio
         :math:`\log q(u_i \mid x_i) - \log g_i(u_i)` against the proposal :math:`g_i`
-        they were drawn from is below ``log_ratio_threshold``.
-    log_ratio_threshold : float, default=-20.0
-        Threshold of ``discard_samples``.
-    reset_network_after_pause : bool, default=False
-        Re-initialise the networks at each ``partial_fit`` instead of continuing from the
-        current weights.
+        they were drawn from is below this value. ``None`` keeps every row.
     nan_policy : {"drop", "raise"}, default="drop"
         What to do with simulations whose ``x`` holds NaN or infinity: drop them with a
         warning (counted in ``n_dropped_simulations_``) or raise. Non-finite ``theta``
         always raises.
     device : str, default="auto"
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    cache_on_device : bool, default=True
-        Move the training tensors to the device once rather than per minibatch.
     max_cache_samples : int, default=None
         Use at most this many training rows per epoch (a fresh random subset each epoch).
     warm_start : bool, default=False
@@ -222,30 +167,38 @@ class FlowPosteriorEstimator(BaseEstimator):
     ----------
     n_features_in_ : int
         Number of columns of ``theta`` seen in ``fit``.
+    feature_names_in_ : ndarray of str
+        Column names of ``theta``, when it was a DataFrame with string column names.
     n_observation_features_ : int
         Number of features of ``x``, flattened (for dict observations, of all inputs).
     observation_shape_ : tuple of int or dict of str to tuple of int
-        Shape of one observation (``(n_features,)`` for 2-D ``x``), or of each named input.
+        Shape of one observation, or of each named input.
     n_parameters_ : int
         Number of columns returned by :meth:`sample` (parameters not marginalized).
+    parameter_space_ : FactorizedPrior or Standardizer
+        The map between ``theta`` and the flows' coordinates :math:`u`.
+    prior_ : FactorizedPrior or None
+        The resolved prior (``None`` for ``prior=None``).
     marginal_ : {"prior", "mixture", "flow"} or None
         The density in use as :math:`m` (see ``marginal``); ``None`` without a prior.
     prior_fraction_ : float or None
         :math:`\alpha`, the share of training rows drawn from the prior, when
         ``marginal_`` is ``"prior"`` (1.0) or ``"mixture"``.
-    prior_ : FactorizedPrior or None
-        The resolved prior.
     device_ : torch.device
         The device the networks live on.
     network_ : DualFlowPosterior
         The trained flows and embedding (torch module).
     history_ : list of dict
         One record per epoch: ``train_loss``, ``val_loss`` (and their conditional and
-        marginal parts), ``best_val_loss``, ``lr``, ``seconds``.
+        marginal parts), ``best_val_loss``, ``lr``, ``skipped_steps``, ``seconds``.
     n_iter_ : int
         Number of epochs run.
     best_epoch_ : int
         Epoch whose weights are in use when ``use_best_models``.
+    n_stored_simulations_ : int
+        Rows in the sample store after the last fit.
+    n_discarded_simulations_ : int
+        Rows dropped by ``discard_log_ratio`` in the last ``partial_fit``.
     n_dropped_simulations_ : int
         Simulations dropped by ``nan_policy="drop"`` in the last fit.
     n_skipped_steps_ : int
@@ -253,7 +206,8 @@ class FlowPosteriorEstimator(BaseEstimator):
 
     See Also
     --------
-    skfalcon.datasets.make_two_moons : A benchmark simulator to try it on.
+    skfalcon.SequentialInference : Rounds of simulations focused on one observation.
+    skfalcon.datasets.TwoMoons : A benchmark simulator to try it on.
 
     Examples
     --------
@@ -272,7 +226,6 @@ class FlowPosteriorEstimator(BaseEstimator):
         prior=None,
         *,
         marginalize=None,
-        hypercube_bound=2.0,
         net_type="nsf",
         num_transforms=3,
         hidden_features=(64, 64),
@@ -280,14 +233,9 @@ class FlowPosteriorEstimator(BaseEstimator):
         embedding=None,
         embedding_features=32,
         embedding_hidden_features=(128, 128),
-        embedding_channels=(16, 32),
-        embedding_kernel_size=5,
         theta_norm=True,
         norm_momentum=0.01,
-        adaptive_momentum=False,
-        use_log_update=False,
         lr=2e-3,
-        betas=(0.9, 0.999),
         weight_decay=0.0,
         lr_decay_factor=0.5,
         lr_patience=5,
@@ -298,17 +246,12 @@ class FlowPosteriorEstimator(BaseEstimator):
         batch_size=512,
         num_proposals=4,
         proposal_mixture_beta=0.5,
-        out_of_bounds_penalty=100.0,
-        nan_replacement=-100.0,
         gamma=0.5,
         marginal="auto",
         store_capacity=None,
-        discard_samples=False,
-        log_ratio_threshold=-20.0,
-        reset_network_after_pause=False,
+        discard_log_ratio=None,
         nan_policy="drop",
         device="auto",
-        cache_on_device=True,
         max_cache_samples=None,
         warm_start=False,
         random_state=None,
@@ -316,7 +259,6 @@ class FlowPosteriorEstimator(BaseEstimator):
     ):
         self.prior = prior
         self.marginalize = marginalize
-        self.hypercube_bound = hypercube_bound
         self.net_type = net_type
         self.num_transforms = num_transforms
         self.hidden_features = hidden_features
@@ -324,14 +266,9 @@ class FlowPosteriorEstimator(BaseEstimator):
         self.embedding = embedding
         self.embedding_features = embedding_features
         self.embedding_hidden_features = embedding_hidden_features
-        self.embedding_channels = embedding_channels
-        self.embedding_kernel_size = embedding_kernel_size
         self.theta_norm = theta_norm
         self.norm_momentum = norm_momentum
-        self.adaptive_momentum = adaptive_momentum
-        self.use_log_update = use_log_update
         self.lr = lr
-        self.betas = betas
         self.weight_decay = weight_decay
         self.lr_decay_factor = lr_decay_factor
         self.lr_patience = lr_patience
@@ -342,17 +279,12 @@ class FlowPosteriorEstimator(BaseEstimator):
         self.batch_size = batch_size
         self.num_proposals = num_proposals
         self.proposal_mixture_beta = proposal_mixture_beta
-        self.out_of_bounds_penalty = out_of_bounds_penalty
-        self.nan_replacement = nan_replacement
         self.gamma = gamma
         self.marginal = marginal
         self.store_capacity = store_capacity
-        self.discard_samples = discard_samples
-        self.log_ratio_threshold = log_ratio_threshold
-        self.reset_network_after_pause = reset_network_after_pause
+        self.discard_log_ratio = discard_log_ratio
         self.nan_policy = nan_policy
         self.device = device
-        self.cache_on_device = cache_on_device
         self.max_cache_samples = max_cache_samples
         self.warm_start = warm_start
         self.random_state = random_state
@@ -371,137 +303,37 @@ class FlowPosteriorEstimator(BaseEstimator):
     def _validated_params(self) -> FlowPosteriorParams:
         return validate_params(self.get_params(deep=False), type(self).__name__)
 
+    def _inference_settings(self) -> tuple[SamplerConfig, float]:
+        params = validate_params(
+            {name: getattr(self, name) for name in _INFERENCE_PARAMS}, type(self).__name__
+        )
+        return SamplerConfig(params.num_proposals, params.proposal_mixture_beta), params.gamma
+
     def __getstate__(self):
-        # Constructor spec and numpy weights instead of live torch storages, so a model
-        # fitted on a GPU loads on a CPU-only machine.
-        state = dict(super().__getstate__())  # a copy: the base may hand back __dict__ itself
-        state["_skfalcon_version"] = __version__
-        # The store is training data, possibly large; a loaded model starts a new one.
-        state.pop("_store", None)
-        network = state.pop("network_", None)
-        if network is not None:
-            state["_network_weights"] = {
-                k: v.detach().cpu().numpy() for k, v in network.state_dict().items()
-            }
-            state["device_"] = str(state["device_"])
-        return state
+        return saved_state(super().__getstate__())
 
     def __setstate__(self, state):
-        state = dict(state)
-        saved_version = state.pop("_skfalcon_version", None)
-        if saved_version != __version__:
-            warnings.warn(
-                f"This estimator was saved with skfalcon {saved_version} and is loaded with "
-                f"skfalcon {__version__}; results may differ or loading may fail.",
-                UserWarning,
-                stacklevel=2,
-            )
-        weights = state.pop("_network_weights", None)
-        super().__setstate__(state)
-        if weights is None:
-            return
-        device = torch.device(self.device_)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            warnings.warn(
-                f"This estimator was fitted on {device} but CUDA is not available here; "
-                "it is loaded on the CPU.",
-                UserWarning,
-                stacklevel=2,
-            )
-            device = torch.device("cpu")
-        network = _build_network(self._network_spec)
-        network.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
-        network.prior_fraction = getattr(self, "prior_fraction_", None)
-        self.network_ = network.to(device).eval()
-        self.device_ = device
+        super().__setstate__(restore_state(state))
 
-    # ------------------------------------------------------------------ data conversion
+    # ------------------------------------------------------------------ fitted state
 
-    def _check_training_data(self, X, y, params: FlowPosteriorParams, reset: bool):
-        if y is None:
-            raise ValueError(
-                f"{type(self).__name__} requires y to be passed, but the target y is None: "
-                "call fit(theta, x) with the simulated observations x."
-            )
-        with named_errors("theta (X)"):
-            theta = validate_data(self, X, reset=reset, dtype=np.float64, ensure_min_samples=1)
-        # Flat rows (n, D) whatever the observations' shape; the embedding restores it.
-        with named_errors("x (y)"):
-            x = flatten_training_observations(
-                y, len(theta), None if reset else self._observation_shape(), type(self).__name__
-            )
-        with named_errors("theta (X) and x (y)"):
-            check_consistent_length(theta, x)
-        # Values beyond MAX_ABS_VALUE would overflow float32 training: a failed simulation.
-        huge = exceeds_magnitude(x).any(axis=1)
-        bad = ~np.isfinite(x).all(axis=1) | huge
-        n_bad = int(bad.sum())
-        if n_bad:
-            first = int(np.flatnonzero(bad)[0])
-            what = "NaN or infinity" + (
-                f" (or values of magnitude above {MAX_ABS_VALUE:.0e}, which overflow float32 "
-                "training; rescale x if that is its scale)"
-                if huge.any()
-                else ""
-            )
-            if params.nan_policy == "raise" or n_bad == len(x):
-                raise ValueError(
-                    f"x holds {what} in {n_bad} of {len(x)} simulations (first at "
-                    f"row {first}); with nan_policy={params.nan_policy!r} they "
-                    + ("cannot be used." if params.nan_policy == "raise" else "leave no data.")
-                )
-            warnings.warn(
-                f"Dropped {n_bad} of {len(x)} simulations whose x holds {what} "
-                f"(first at row {first}); nan_policy='drop'.",
-                UserWarning,
-                stacklevel=4,
-            )
-            theta, x = theta[~bad], x[~bad]
-        return theta, x, ~bad
+    @property
+    def prior_(self):
+        space = self.parameter_space_
+        return space if space.is_prior else None
 
-    def _theta_to_u(self, theta: np.ndarray, prior, theta_shift, theta_scale):
-        """Map theta (all or inferred columns) to u; returns (u, log|du/dtheta|, in_support)."""
-        if prior is None:
-            u = (theta - theta_shift) / theta_scale
-            log_jac = np.full(len(theta), -np.log(theta_scale).sum())
-            return u, log_jac, np.ones(len(theta), dtype=bool)
-        if theta.shape[1] == prior.n_parameters:
-            theta = theta[:, prior.inferred_mask]
-        free = prior.free_mask[prior.inferred_mask]
-        fixed_values = prior.fixed_values[prior.inferred_mask][~free]
-        theta_free = torch.as_tensor(theta[:, free])
-        u = prior.to_cube(theta_free).numpy()
-        log_jac = prior.log_abs_det_jacobian(theta_free).numpy()
-        support = prior.in_support(theta_free).numpy() & (theta[:, ~free] == fixed_values).all(1)
-        return u, log_jac, support
+    @property
+    def n_parameters_(self) -> int:
+        return self.parameter_space_.n_inferred
 
-    def _u_to_theta(self, u: np.ndarray) -> np.ndarray:
-        """Map u of shape (..., n_free) to theta of shape (..., n_parameters_)."""
-        prior = self.prior_
-        if prior is None:
-            return u * self.theta_scale_ + self.theta_shift_
-        free = prior.free_mask[prior.inferred_mask]
-        theta = np.empty(u.shape[:-1] + (len(free),))
-        theta[..., free] = prior.from_cube(torch.as_tensor(u)).numpy()
-        theta[..., ~free] = prior.fixed_values[prior.inferred_mask][~free]
-        return theta
+    @property
+    def marginal_(self):
+        kind = self.network_.marginal_policy.kind
+        return None if kind == "none" else kind
 
-    def _observation_shape(self):
-        # Estimators saved before observation_shape_ existed took flat x only.
-        return getattr(self, "observation_shape_", (self.n_observation_features_,))
-
-    def _check_observations(
-        self, x, name: str = "x", batch: bool = False
-    ) -> tuple[np.ndarray, bool]:
-        """Observations as flat float64 rows ``(m, D)`` and whether a single one was given."""
-        if x is None:
-            raise ValueError(f"{name} is None; expected an array of numbers.")
-        with named_errors(name):
-            x2d, single = flatten_observations(
-                x, self._observation_shape(), name=name, owner=type(self).__name__, batch=batch
-            )
-        check_magnitude(x2d, name)
-        return x2d, single
+    @property
+    def prior_fraction_(self):
+        return self.network_.marginal_policy.prior_fraction
 
     # ------------------------------------------------------------------ fitting
 
@@ -530,9 +362,9 @@ class FlowPosteriorEstimator(BaseEstimator):
         """
         params = self._validated_params()
         warm = params.warm_start and hasattr(self, "network_")
-        return self._fit(X, y, None, params, continue_training=warm, keep_store=False)
+        return self._fit(X, y, None, params, warm=warm, keep_store=False)
 
-    def partial_fit(self, X, y, theta_log_prob=None):
+    def partial_fit(self, X, y, theta_log_prob=None, *, max_epochs=None, reset_network=False):
         """Add simulations to the sample store and continue training on the whole store.
 
         The first call initialises the estimator as ``fit`` does. Each call is a round:
@@ -540,11 +372,10 @@ class FlowPosteriorEstimator(BaseEstimator):
         1. the new rows join the store, split once into training and validation rows
            (``validation_fraction``); validation rows stay validation rows in later rounds;
         2. beyond ``store_capacity`` the oldest rows are dropped;
-        3. with ``discard_samples``, rows whose log-ratio against their proposal is below
-           ``log_ratio_threshold`` are dropped;
-        4. training continues from the current networks (re-initialised with
-           ``reset_network_after_pause``) for up to ``max_epochs`` with early stopping on
-           the store's validation rows. ``history_`` grows across calls.
+        3. with ``discard_log_ratio``, rows whose log-ratio against their proposal is
+           below it are dropped;
+        4. training continues from the current networks for up to ``max_epochs`` with
+           early stopping on the store's validation rows. ``history_`` grows across calls.
 
         Unlike ``MLPRegressor.partial_fit`` (one pass), a call trains to convergence, as a
         simulation round needs. A round that fails or diverges leaves the estimator, its
@@ -555,333 +386,170 @@ class FlowPosteriorEstimator(BaseEstimator):
         ----------
         X : array-like of shape (n_simulations, n_parameters)
             Parameters ``theta``.
-        y : array-like of shape (n_simulations, n_features) or (n_simulations,)
-            Simulated observations ``x``.
+        y : array-like or dict
+            Simulated observations ``x``, as in :meth:`fit`.
         theta_log_prob : array-like of shape (n_simulations,), default=None
             Log-density, in ``theta`` space, of the distribution each row was drawn from,
             over the inferred, non-fixed parameters (marginalized ones are drawn from their
             prior and do not enter): what ``sample_proposal(..., return_log_prob=True)``
             returns. ``None`` means the rows were drawn from the prior.
+        max_epochs : int, default=None
+            The most epochs of this round; ``None`` uses the hyperparameter.
+        reset_network : bool, default=False
+            Re-initialise the networks before this round instead of continuing from the
+            current weights (Falcon's ``reset_network_after_pause``).
 
         Returns
         -------
         self : FlowPosteriorEstimator
         """
         params = self._validated_params()
+        if max_epochs is not None:
+            max_epochs = check_positive_int(max_epochs, "max_epochs")
         fitted = hasattr(self, "network_")
-        return self._fit(X, y, theta_log_prob, params, continue_training=fitted, keep_store=True)
+        return self._fit(
+            X,
+            y,
+            theta_log_prob,
+            params,
+            warm=fitted,
+            keep_store=True,
+            max_epochs=max_epochs,
+            reset_network=bool(reset_network),
+        )
 
-    def _check_theta_log_prob(self, theta_log_prob, n_rows: int, prior) -> np.ndarray | None:
-        if theta_log_prob is None:
-            return None
-        if prior is None:
-            raise ValueError(
-                "theta_log_prob needs a prior: with prior=None the training distribution is "
-                "taken as the prior, so rows from a proposal cannot be told apart. Pass "
-                "prior=[...] to the estimator."
-            )
-        log_prob = to_float_array(theta_log_prob, "theta_log_prob", ensure_all_finite=False)
-        if log_prob.shape != (n_rows,):
-            raise ValueError(
-                f"theta_log_prob has shape {log_prob.shape}, but theta has {n_rows} rows; "
-                f"expected shape ({n_rows},)."
-            )
-        if np.isnan(log_prob).any() or np.isposinf(log_prob).any():
-            first = int(np.flatnonzero(~(np.isfinite(log_prob) | np.isneginf(log_prob)))[0])
-            raise ValueError(
-                f"theta_log_prob must be finite or -inf, got {log_prob[first]} at row {first}."
-            )
-        return log_prob
-
-    def _fit(self, X, y, theta_log_prob, params, continue_training: bool, keep_store: bool):
+    def _fit(
+        self,
+        X,
+        y,
+        theta_log_prob,
+        params,
+        *,
+        warm,
+        keep_store,
+        max_epochs=None,
+        reset_network=False,
+    ):
+        # validate -> map -> store -> train -> assign; nothing is assigned before the end.
         device = resolve_device(params.device)
-        theta, x, keep = self._check_training_data(X, y, params, reset=not continue_training)
-        n_dropped = int((~keep).sum())
-        rng = np.random.RandomState(draw_seed(params.random_state))
-
-        if continue_training:
-            prior, shift, scale = self.prior_, self.theta_shift_, self.theta_scale_
-        else:
-            prior = (
-                None
-                if params.prior is None
-                else make_prior(
-                    params.prior,
-                    marginalize=params.marginalize,
-                    hypercube_bound=params.hypercube_bound,
-                )
-            )
-            if prior is not None and theta.shape[1] != prior.n_parameters:
-                raise ValueError(
-                    f"theta has {theta.shape[1]} columns but the prior has "
-                    f"{prior.n_parameters} parameters."
-                )
-            if prior is not None and prior.n_free == 0:
-                raise ValueError(
-                    f"The prior leaves nothing to infer: of its {prior.n_parameters} "
-                    f"parameters, {int(prior.fixed_mask.sum())} are fixed and "
-                    f"{int(prior.marginalized_mask.sum())} marginalized "
-                    f"(marginalize={params.marginalize!r}); at least one must be neither."
-                )
-            shift, scale = np.zeros(theta.shape[1]), np.ones(theta.shape[1])
-        if prior is None and not continue_training and len(theta) > 1:
-            shift = theta.mean(axis=0)
-            spread = theta.std(axis=0)
-            scale = np.where(spread > 0, spread, 1.0)
-        log_prob = self._check_theta_log_prob(theta_log_prob, len(keep), prior)
-
-        u, log_jac, support = self._theta_to_u(theta, prior, shift, scale)
-        if not support.all():
-            first = int(np.flatnonzero(~support)[0])
-            raise ValueError(
-                f"{int((~support).sum())} of {len(theta)} theta rows lie outside the prior's "
-                f"support (first: row {first}, theta={theta[first].tolist()}); were the "
-                "simulations drawn from this prior?"
-            )
-        # Proposal densities in u space: the prior is uniform on the cube.
-        if log_prob is None:
-            cube_log_density = (
-                0.0 if prior is None else -u.shape[1] * np.log(2 * prior.hypercube_bound)
-            )
-            log_proposal = np.full(len(u), cube_log_density)
-            from_prior = np.ones(len(u), dtype=bool)
-        else:
-            log_proposal = log_prob[keep] - log_jac
-            from_prior = np.zeros(len(u), dtype=bool)
-
-        n_val = int(round(params.validation_fraction * len(u))) if len(u) > 1 else 0
-        if params.validation_fraction > 0 and len(u) > 1:
-            n_val = min(max(n_val, 1), len(u) - 1)
-        is_validation = np.zeros(len(u), dtype=bool)
-        is_validation[rng.permutation(len(u))[:n_val]] = True
-
-        store = getattr(self, "_store", None) if continue_training and keep_store else None
-        if store is None:
-            store = SampleStore.empty(u.shape[1], x.shape[1:])
-        store = store.append(
-            torch.as_tensor(u, dtype=torch.float32),
-            torch.as_tensor(x, dtype=torch.float32),
-            torch.as_tensor(log_proposal),
-            torch.as_tensor(from_prior),
-            torch.as_tensor(is_validation),
+        theta, x, keep, features = check_training_data(
+            self,
+            X,
+            y,
+            params.nan_policy,
+            reset=not warm,
+            observation_shape=self.observation_shape_ if warm else None,
         )
-        if params.store_capacity is not None and len(store) > params.store_capacity:
-            n_val_kept = int(round(params.validation_fraction * params.store_capacity))
-            store = store.keep_newest(params.store_capacity - n_val_kept, n_val_kept)
-        n_discarded = 0
-        if params.discard_samples and continue_training:
-            log_ratio = log_ratio_to_proposal(self.network_, store, self.device_)
-            kept = log_ratio >= params.log_ratio_threshold
-            n_discarded = int((~kept).sum())
-            if not bool((kept & ~store.is_validation).any()):
-                raise ValueError(
-                    f"discard_samples would drop all {int((~store.is_validation).sum())} "
-                    f"training rows (every log-ratio is below log_ratio_threshold="
-                    f"{params.log_ratio_threshold}); lower log_ratio_threshold or set "
-                    "discard_samples=False. The estimator was left as it was."
-                )
-            store = store.select(kept, filters_prior_rows=True)
-        # m: the exact prior, the prior mixed with a flow of the proposal rows, or a flow of
-        # all rows (marginal="flow", or once discarding left prior rows biased).
-        prior_fraction = (
-            store.prior_fraction() if prior is not None and params.marginal == "auto" else None
-        )
-        prior_fraction = prior_fraction or None  # no prior rows: the flow models them all
-        marginal_kind = _marginal_kind(prior is not None, prior_fraction)
-
-        seed = draw_seed(rng)
+        space = self.parameter_space_ if warm else _parameter_space(params, theta)
+        log_prob = check_theta_log_prob(theta_log_prob, len(keep), space.is_prior)
+        rows = to_training_rows(space, theta, None if log_prob is None else log_prob[keep])
+        previous = getattr(self, "_store", None) if warm and keep_store else None
+        store, seed, n_discarded = self._next_store(previous, rows, x, params)
+        policy = choose_marginal(space.is_prior, store.prior_fraction(), params.marginal)
+        config = params.training_config(max_epochs)
+        progress = FitProgress(config.max_epochs) if params.verbose else None
         with torch_seed_scope(seed, device):
-            if continue_training and not params.reset_network_after_pause:
-                # Train a copy: a failed or interrupted round leaves the fitted model intact.
-                network, network_spec = copy.deepcopy(self.network_), self._network_spec
-            else:
-                network_spec = (
-                    self._network_spec
-                    if continue_training
-                    else {
-                        "features": u.shape[1],
-                        "observation_features": x.shape[1],
-                        "embedding": embedding_spec(params, y),
-                        "marginal": prior is not None,
-                        "net_type": params.net_type,
-                        "num_transforms": params.num_transforms,
-                        "hidden_features": params.hidden_features,
-                        "num_bins": params.num_bins,
-                        "theta_norm": params.theta_norm,
-                        "norm_momentum": params.norm_momentum,
-                        "adaptive_momentum": params.adaptive_momentum,
-                        "use_log_update": params.use_log_update,
-                        "cube_bound": None if prior is None else prior.hypercube_bound,
-                    }
-                )
-                network = _build_network(network_spec)
-            network.prior_fraction = prior_fraction
-            # While the prior serves as m the marginal flow is not trained (losses() skips
-            # it): in the mixture it models proposal rows only, and pretraining it on prior
-            # rows (uniform) left its normalisation far from the proposal's scale (10-D
-            # Gaussian linear, 2,000 simulations, 4 seeds: Gaussian KL 0.53 with
-            # pretraining, 0.40 without).
-            marginal_rows = ~store.from_prior if marginal_kind == "mixture" else None
-            progress = _Progress(params.max_epochs) if params.verbose else None
-            epoch_offset = len(self.history_) if continue_training else 0
-            train_rows = ~store.is_validation
+            if not warm:
+                network = _network_spec(params, space, x, y).build()
+            elif reset_network:
+                network = self.network_.spec.build()
+            else:  # a copy: a failed or interrupted round leaves the fitted model intact
+                network = copy.deepcopy(self.network_)
+            network.set_marginal_policy(policy)
             try:
                 result = train(
                     network,
-                    store.u[train_rows],
-                    store.x[train_rows],
-                    store.u[store.is_validation],
-                    store.x[store.is_validation],
-                    device=device,
-                    batch_size=params.batch_size,
-                    max_epochs=params.max_epochs,
-                    lr=params.lr,
-                    betas=params.betas,
-                    weight_decay=params.weight_decay,
-                    lr_decay_factor=params.lr_decay_factor,
-                    lr_patience=params.lr_patience,
-                    early_stop_patience=params.early_stop_patience,
-                    use_best_models=params.use_best_models,
-                    cache_on_device=params.cache_on_device,
-                    max_cache_samples=params.max_cache_samples,
+                    store,
+                    config,
+                    device,
                     on_epoch_end=progress,
-                    epoch_offset=epoch_offset,
-                    marginal_rows_train=None
-                    if marginal_rows is None
-                    else marginal_rows[train_rows],
-                    marginal_rows_val=(
-                        None if marginal_rows is None else marginal_rows[store.is_validation]
-                    ),
+                    epoch_offset=len(self.history_) if warm else 0,
                 )
             except TrainingDivergedError as exc:
                 raise RuntimeError(
                     f"Training diverged: {exc} (lr={params.lr}). Lower lr, raise batch_size, "
-                    "or check x and theta for extreme values; the estimator was left as it was "
-                    "before this call."
+                    "or check x and theta for extreme values; the estimator was left as it "
+                    "was before this call."
                 ) from None
             finally:
                 if progress is not None:
                     progress.close()
-        if result.interrupted:
-            warnings.warn(
-                "Training was interrupted; the estimator keeps the best weights so far.",
-                UserWarning,
-                stacklevel=3,
-            )
-        elif not result.stopped_early:
-            warnings.warn(
-                f"Training reached max_epochs={params.max_epochs} before the validation loss "
-                "stopped improving; raise max_epochs or lr for a converged fit.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
-        if result.history:
-            best = result.history[result.best_epoch - epoch_offset]
-            logger.info(
-                "fit: %d epochs in %.1f s, best epoch %d (validation loss %.4f), %s; "
-                "%d rows in the store, marginal: %s",
-                len(result.history),
-                sum(r["seconds"] for r in result.history),
-                result.best_epoch,
-                best["val_loss"],
-                "interrupted"
-                if result.interrupted
-                else ("stopped early" if result.stopped_early else "max_epochs reached"),
-                len(store),
-                marginal_kind
-                if prior_fraction is None
-                else f"{marginal_kind} ({prior_fraction:.2f})",
-            )
-        if result.n_skipped_steps:
-            warnings.warn(
-                f"Skipped {result.n_skipped_steps} training step(s) with a non-finite loss.",
-                UserWarning,
-                stacklevel=3,
-            )
+        report_fit(result, config.max_epochs, len(store), policy)
 
-        self.prior_ = prior
-        self.theta_shift_, self.theta_scale_ = shift, scale
+        self.n_features_in_ = features[0] if not warm else self.n_features_in_
+        if not warm and features[1] is not None:
+            self.feature_names_in_ = features[1]
+        elif not warm and hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self.parameter_space_ = space
         self.n_observation_features_ = x.shape[1]
         self.observation_shape_ = observation_shape_of(y)
-        self.n_parameters_ = theta.shape[1] if prior is None else int(prior.inferred_mask.sum())
         self.device_ = device
         self.network_ = network
-        self._network_spec = network_spec
-        self.marginal_ = marginal_kind
-        self.prior_fraction_ = prior_fraction
         self._store = store
+        self._log_z = LogNormalizerCache(seed, params.proposal_mixture_beta)
         self.n_stored_simulations_ = len(store)
         self.n_discarded_simulations_ = n_discarded
-        self.history_ = (self.history_ if continue_training else []) + result.history
+        self.history_ = (self.history_ if warm else []) + result.history
         self.n_iter_ = len(self.history_)
         self.best_epoch_ = result.best_epoch
-        self.n_dropped_simulations_ = n_dropped
+        self.n_dropped_simulations_ = int((~keep).sum())
         self.n_skipped_steps_ = result.n_skipped_steps
-        self._log_z_seed = seed
-        self._log_z_cache = {}
         return self
+
+    def _next_store(self, previous: SampleStore | None, rows, x: np.ndarray, params):
+        """The store of this round, the round's seed and the rows discarded.
+
+        The new rows join ``previous`` (or a new store) as the next round, split by the
+        round's seed; then the capacity and, for a later round, the discard rule apply.
+        """
+        store = previous or SampleStore.empty(rows.u.shape[1], x.shape[1:])
+        seed = round_seed(params.random_state, store.next_round)
+        split = validation_mask(
+            len(x), params.validation_fraction, torch.Generator().manual_seed(seed)
+        )
+        store = store.append(
+            torch.as_tensor(rows.u, dtype=torch.float32),
+            torch.as_tensor(x, dtype=torch.float32),
+            torch.as_tensor(rows.log_proposal),
+            torch.as_tensor(rows.from_prior),
+            split,
+        ).limit(params.store_capacity, params.validation_fraction)
+        store, n_discarded = self._discard(store, params) if previous else (store, 0)
+        return store, seed, n_discarded
+
+    def _discard(self, store: SampleStore, params) -> tuple[SampleStore, int]:
+        """Drop the stored rows implausible under the current posterior estimate."""
+        if params.discard_log_ratio is None:
+            return store, 0
+        kept = log_ratio_to_proposal(self.network_, store, self.device_) >= params.discard_log_ratio
+        if not bool((kept & ~store.is_validation).any()):
+            raise ValueError(
+                f"discard_log_ratio={params.discard_log_ratio} would drop all "
+                f"{int((~store.is_validation).sum())} training rows (every log-ratio is below "
+                "it); lower it or set discard_log_ratio=None. The estimator was left as it was."
+            )
+        return store.select(kept, filters_prior_rows=True), int((~kept).sum())
 
     # ------------------------------------------------------------------ inference
 
-    def _sample_u(self, summary: torch.Tensor, n: int, exponent: float, params):
-        """Sample u for summaries (m, c), in chunks of bounded size.
+    def _check_observations(self, x, name="x", batch=False) -> tuple[np.ndarray, bool]:
+        """Observations as flat float64 rows ``(m, D)`` and whether a single one was given."""
+        if x is None:
+            raise ValueError(f"{name} is None; expected an array of numbers.")
+        with named_errors(name):
+            x2d, single = flatten_observations(
+                x, self.observation_shape_, name=name, owner=type(self).__name__, batch=batch
+            )
+        check_magnitude(x2d, name)
+        return x2d, single
 
-        Returns u (m, n, d), the ESS (m,) and each sample's normalized log-density in u
-        space under the target (m, n). No draw leaves the cube: both flows model its
-        probit image.
-        """
-        network = self.network_
-        m = summary.shape[0]
-        if not network.has_marginal or (network.marginal_is_prior and exponent == 1.0):
-            # The target is q itself: without a prior, or with the exact prior as m, whose
-            # ratio q/m is q times a constant; the probit map keeps q's draws in the cube.
-            # Sampling is then exact and needs no candidates.
-            return self._sample_conditional(summary, n)
-        per_sample = params.num_proposals
-        budget = _inference_rows(self.device_)
-        n_chunk = max(1, min(n, budget // per_sample))
-        m_chunk = max(1, budget // (per_sample * n_chunk))
-        samples, ess, log_density = [], [], []
-        for i in range(0, m, m_chunk):
-            parts = []
-            for j in range(0, n, n_chunk):
-                parts.append(
-                    importance_sample(
-                        network,
-                        summary[i : i + m_chunk],
-                        min(n_chunk, n - j),
-                        num_proposals=per_sample,
-                        beta=params.proposal_mixture_beta,
-                        bound=self.prior_.hypercube_bound,
-                        out_of_bounds_penalty=params.out_of_bounds_penalty,
-                        nan_replacement=params.nan_replacement,
-                        exponent=exponent,
-                        min_ess=_ESS_PER_SAMPLE * min(n_chunk, n - j),
-                        max_rounds=_MAX_POOL_ROUNDS,
-                    )
-                )
-            samples.append(torch.cat([p.u for p in parts], dim=1))
-            log_density.append(torch.cat([p.log_density for p in parts], dim=1))
-            ess.append(sum(p.ess for p in parts))
-        return torch.cat(samples), torch.cat(ess), torch.cat(log_density)
+    def _summaries(self, x2d: np.ndarray) -> torch.Tensor:
+        return self.network_.embed(torch.as_tensor(x2d, dtype=torch.float32).to(self.device_))
 
-    def _sample_conditional(self, summary: torch.Tensor, n: int):
-        """Exact draws from q for summaries (m, c), chunked like the candidate pools."""
-        m = summary.shape[0]
-        budget = _inference_rows(self.device_)
-        n_chunk = max(1, min(n, budget))
-        m_chunk = max(1, budget // n_chunk)
-        samples, log_density = [], []
-        for i in range(0, m, m_chunk):
-            parts = [
-                self.network_.conditional.sample_and_log_prob(
-                    (min(n_chunk, n - j),), summary[i : i + m_chunk]
-                )
-                for j in range(0, n, n_chunk)
-            ]
-            samples.append(torch.cat([u for u, _ in parts]).transpose(0, 1))
-            log_density.append(torch.cat([lq for _, lq in parts]).transpose(0, 1))
-        return torch.cat(samples), torch.full((m,), float(n)), torch.cat(log_density)
+    def _seed(self, random_state) -> int:
+        with named_errors("random_state"):
+            return draw_seed(self.random_state if random_state is None else random_state)
 
     def sample(self, x, n_samples, *, random_state=None, return_ess=False):
         """Draw posterior samples of ``theta`` given observations.
@@ -899,7 +567,7 @@ class FlowPosteriorEstimator(BaseEstimator):
             Seed of this draw; ``None`` falls back to the estimator's ``random_state``.
         return_ess : bool, default=False
             Also return the effective sample size of the importance-sampling pool of each
-            observation (``n_samples`` for ``prior=None``, which samples exactly).
+            observation (``n_samples`` where sampling is exact).
 
         Returns
         -------
@@ -907,74 +575,31 @@ class FlowPosteriorEstimator(BaseEstimator):
             Posterior samples, float64, of shape ``(n_samples, n_parameters)`` for one
             observation or ``(n_observations, n_samples, n_parameters)`` for several.
         ess : float or ndarray of shape (n_observations,)
-            Only with ``return_ess``. The pool grows (up to ``8 * num_proposals``
-            candidates per sample) until it reaches ``4 * n_samples``; a warning is emitted
-            when it stays below ``n_samples``.
+            Only with ``return_ess``. A warning is emitted when it is below ``n_samples``.
         """
         check_is_fitted(self, "network_")
-        n_samples = _check_positive_int(n_samples, "n_samples")
-        params = self._validated_params()
+        n_samples = check_positive_int(n_samples, "n_samples")
+        sampler, _ = self._inference_settings()
         x2d, single = self._check_observations(x)
-        with named_errors("random_state"):
-            seed = draw_seed(self.random_state if random_state is None else random_state)
+        seed = self._seed(random_state)
         with torch.no_grad(), torch_seed_scope(seed, self.device_):
-            summary = self.network_.embed(
-                torch.as_tensor(x2d, dtype=torch.float32).to(self.device_)
+            u, ess, _ = sample_posterior(
+                self.network_, self._summaries(x2d), n_samples, sampler, self.device_
             )
-            u, ess, _ = self._sample_u(summary, n_samples, 1.0, params)
-        theta = self._u_to_theta(u.to("cpu", torch.float64).numpy())
+        theta = self.parameter_space_.u_to_theta(u.to("cpu", torch.float64).numpy())
         ess = ess.cpu().numpy().astype(np.float64)
-        self._warn_low_ess(ess, n_samples)
+        _warn_low_ess(ess, n_samples)
         if single:
             theta, ess = theta[0], float(ess[0])
         return (theta, ess) if return_ess else theta
-
-    def _warn_low_ess(self, ess: np.ndarray, n_samples: int) -> None:
-        low = ess < n_samples
-        if low.any():
-            warnings.warn(
-                f"Low effective sample size: importance sampling found {ess.min():.1f} "
-                f"effective candidates for {n_samples} requested samples "
-                f"({int(low.sum())} of {len(ess)} observation(s) below {n_samples}); the "
-                "samples repeat and may be inaccurate. Raise num_proposals, or the "
-                "posterior estimate may be poor for this observation.",
-                UserWarning,
-                stacklevel=3,
-            )
-
-    def _log_normalizers(self, x_unique: np.ndarray) -> np.ndarray:
-        """log Z(x) for distinct observations (rows of ``x_unique``), cached per observation."""
-        if self.network_.marginal_is_prior:
-            # q/m = q (2b)^d with q normalized on the cube (the probit map): Z = (2b)^d.
-            log_volume = self.network_.features * np.log(2 * self.prior_.hypercube_bound)
-            return np.full(len(x_unique), log_volume)
-        keys = [row.tobytes() for row in x_unique]
-        missing = [i for i, key in enumerate(keys) if key not in self._log_z_cache]
-        if missing:
-            params = self._validated_params()
-            chunk = max(1, _inference_rows(self.device_) // _LOG_Z_CANDIDATES)
-            xt = torch.as_tensor(x_unique[missing], dtype=torch.float32).to(self.device_)
-            values = []
-            with torch.no_grad(), torch_seed_scope(self._log_z_seed, self.device_):
-                for start in range(0, len(missing), chunk):
-                    pool = draw_candidates(
-                        self.network_,
-                        self.network_.embed(xt[start : start + chunk]),
-                        _LOG_Z_CANDIDATES,
-                        beta=params.proposal_mixture_beta,
-                        bound=self.prior_.hypercube_bound,
-                    )
-                    values.append(log_normalizer(pool).cpu().double().numpy())
-            for i, value in zip(missing, np.concatenate(values), strict=True):
-                self._log_z_cache[keys[i]] = float(value)
-        return np.array([self._log_z_cache[key] for key in keys])
 
     def log_prob(self, theta, x):
         r"""Normalized posterior log-density :math:`\log p(\theta \mid x)` in ``theta`` space.
 
         :math:`\log q(u \mid x) - \log m(u) - \log Z(x) + \log |\partial u / \partial \theta|`,
-        with :math:`Z(x)` estimated by importance sampling once per observation and cached.
-        ``-inf`` outside the prior's support.
+        with :math:`Z(x)` exact for the exact prior marginal and otherwise estimated by
+        importance sampling once per observation and cached. ``-inf`` outside the prior's
+        support.
 
         Parameters
         ----------
@@ -1010,27 +635,21 @@ class FlowPosteriorEstimator(BaseEstimator):
                 f"x has {len(x2d)} observations but theta has {len(theta)} rows; pass one "
                 "observation, or one per row of theta."
             )
-        u, log_jac, support = self._theta_to_u(
-            theta, self.prior_, self.theta_shift_, self.theta_scale_
-        )
+        u, log_jac, support = self.parameter_space_.theta_to_u(theta)
         unique_x, inverse = np.unique(x2d, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
+        inverse = torch.as_tensor(inverse.reshape(-1)).to(self.device_)
         with torch.no_grad():
-            summary = self.network_.embed(
-                torch.as_tensor(unique_x, dtype=torch.float32).to(self.device_)
-            )
             u_t = torch.as_tensor(u, dtype=torch.float32).to(self.device_)
-            rows = _inference_rows(self.device_)
-            log_ratio = torch.cat(
-                [
-                    self.network_.log_ratio(u_t[i : i + rows], summary[inverse[i : i + rows]])
-                    for i in range(0, len(u_t), rows)
-                ]
-            )
-            log_ratio = log_ratio.cpu().double().numpy()
-        log_p = log_ratio + log_jac
-        if self.prior_ is not None:
-            log_p = log_p - self._log_normalizers(unique_x)[inverse]
+            ratio = log_ratio(self.network_, u_t, self._summaries(unique_x), inverse, self.device_)
+            log_p = ratio.numpy() + log_jac
+            if self.parameter_space_.is_prior:
+                log_z = self._log_z.get(
+                    self.network_,
+                    torch.as_tensor(unique_x, dtype=torch.float32),
+                    [row.tobytes() for row in unique_x],
+                    self.device_,
+                )
+                log_p = log_p - log_z.numpy()[inverse.cpu().numpy()]
         return np.where(support, log_p, -np.inf)
 
     def score(self, X, y):
@@ -1081,129 +700,81 @@ class FlowPosteriorEstimator(BaseEstimator):
         log_prob : ndarray of shape (n_samples,)
             Only with ``return_log_prob``.
         """
-        n_samples = _check_positive_int(n_samples, "n_samples")
-        params = self._validated_params()
+        n_samples = check_positive_int(n_samples, "n_samples")
         fitted = hasattr(self, "network_")
-        prior = self.prior_ if fitted else None
-        if prior is None and params.prior is not None and not fitted:
-            prior = make_prior(
-                params.prior, marginalize=params.marginalize, hypercube_bound=params.hypercube_bound
-            )
+        params = None if fitted else self._validated_params()
+        prior = self.prior_ if fitted else (params.prior and _parameter_space(params, None))
         if prior is None:
             raise ValueError(
                 "sample_proposal needs a prior: the estimator was built with prior=None, so "
                 "it cannot tell the prior apart from the training distribution. Pass "
                 "prior=[...] to the estimator."
             )
-        with named_errors("random_state"):
-            seed = draw_seed(self.random_state if random_state is None else random_state)
-        device = self.device_ if fitted else torch.device("cpu")
-        with torch.no_grad(), torch_seed_scope(seed, device):
-            theta = prior.sample(n_samples)
-            if fitted:
-                x2d, _ = self._check_observations(x)
-                if x2d.shape[0] != 1:
-                    raise ValueError(
-                        f"x must be one observation of shape ({self.n_observation_features_},), "
-                        f"got shape {x2d.shape}."
-                    )
-                summary = self.network_.embed(torch.as_tensor(x2d, dtype=torch.float32).to(device))
-                u, _, log_density_u = self._sample_u(summary, n_samples, 1.0 - params.gamma, params)
-                theta[:, prior.free_mask] = prior.from_cube(u[0].to("cpu", torch.float64))
-                theta_free = theta[:, prior.free_mask]
-                log_prob = log_density_u[0].to("cpu", torch.float64) + (
-                    prior.log_abs_det_jacobian(theta_free)
-                )
-            else:
-                log_prob = prior.log_prob(theta[:, prior.free_mask])
-        theta = theta.numpy()
-        return (theta, log_prob.numpy()) if return_log_prob else theta
-
-    # ------------------------------------------------------------------ truncation
-
-    def _posterior_box(
-        self, x, n_samples: int, tail: float, random_state
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Box in u between the ``tail`` and ``1 - tail`` quantiles of each coordinate.
-
-        Quantiles of ``n_samples`` posterior samples of ``x``, over the inferred, non-fixed
-        parameters: ``(low, high)``, each of shape ``(d,)``. Used by the truncated strategy
-        of :class:`~skfalcon.SequentialInference`.
-        """
-        theta = self.sample(x, n_samples, random_state=random_state)
-        u = self._theta_to_u(theta, self.prior_, None, None)[0]
-        return np.quantile(u, tail, axis=0), np.quantile(u, 1.0 - tail, axis=0)
-
-    def _box_to_theta(self, low, high) -> np.ndarray:
-        """The box ``[low, high]`` in u as ``(2, n_prior_parameters)`` bounds on ``theta``.
-
-        Each coordinate maps through its own monotone prior transform, so a box stays a
-        box. Fixed columns are bounded by their value, marginalized ones are not bounded.
-        """
-        prior = self.prior_
-        box = np.tile(np.array([[-np.inf], [np.inf]]), (1, prior.n_parameters))
-        box[:, prior.fixed_mask] = prior.fixed_values[prior.fixed_mask]
-        u = torch.as_tensor(np.stack([low, high]), dtype=torch.float64)
-        box[:, prior.free_mask] = prior.from_cube(u).numpy()
-        return box
-
-    def _sample_prior_box(self, low, high, n_samples: int, random_state) -> np.ndarray:
-        """Draw from the prior restricted to the box ``[low, high]`` in u.
-
-        The prior is uniform in u, so its restriction to a box is uniform on the box; in
-        there its density is the prior's times the constant ``1 / P(box)``, and rows drawn
-        from it can join the store as prior rows. Marginalized and fixed columns come
-        from the prior, as in :meth:`sample_proposal`.
-        """
-        prior = self.prior_
-        rng = check_random_state(random_state)
-        u = rng.uniform(low, high, size=(n_samples, len(low)))
-        with torch.no_grad(), torch_seed_scope(draw_seed(rng), torch.device("cpu")):
-            theta = prior.sample(n_samples)
-            theta[:, prior.free_mask] = prior.from_cube(torch.as_tensor(u, dtype=torch.float64))
-        return theta.numpy()
+        seed = self._seed(random_state)
+        if not fitted:
+            theta = prior.draw(n_samples, seed)
+            free = torch.as_tensor(theta[:, prior.free_mask])
+            return (theta, prior.log_prob(free).numpy()) if return_log_prob else theta
+        x2d, _ = self._check_observations(x)
+        if x2d.shape[0] != 1:
+            raise ValueError(
+                f"x must be one observation of shape {self.observation_shape_}, got "
+                f"{x2d.shape[0]} observations."
+            )
+        sampler, gamma = self._inference_settings()
+        with torch.no_grad(), torch_seed_scope(seed, self.device_):
+            u, _, log_density = sample_posterior(
+                self.network_, self._summaries(x2d), n_samples, sampler, self.device_, 1.0 - gamma
+            )
+        theta = prior.complete(u[0].to("cpu", torch.float64).numpy(), seed)
+        log_prob = log_density[0].to("cpu", torch.float64).numpy() + prior.theta_to_u(theta)[1]
+        return (theta, log_prob) if return_log_prob else theta
 
 
-def _marginal_kind(has_prior: bool, prior_fraction: float | None) -> str | None:
-    """``marginal_``: what serves as m, from the prior rows' share of the training rows."""
-    if not has_prior:
-        return None
-    if prior_fraction is None:
-        return "flow"
-    return "prior" if prior_fraction == 1.0 else "mixture"
-
-
-def _build_network(spec: dict) -> DualFlowPosterior:
-    """The untrained network described by ``spec`` (recorded at fit, used to unpickle)."""
-    spec = dict(spec)
-    observation_features = spec.pop("observation_features")
-    embedding_options = spec.pop("embedding", None)
-    if embedding_options is None:
-        embedding = RunningNorm(observation_features, spec["norm_momentum"])
-        context = observation_features
-    else:
-        embedding, context = build_embedding(**embedding_options)
-    return DualFlowPosterior(spec.pop("features"), embedding, context, **spec)
-
-
-class _Progress:
-    """A tqdm bar over epochs showing the losses and the learning rate."""
-
-    def __init__(self, total: int):
-        from tqdm.auto import tqdm
-
-        self._bar = tqdm(total=total, desc="fit", unit="epoch", leave=True)
-        self._start = time.perf_counter()
-
-    def __call__(self, record: dict) -> None:
-        self._bar.set_postfix(
-            train=f"{record['train_loss']:.3f}",
-            val=f"{record['val_loss']:.3f}",
-            lr=f"{record['lr']:.1e}",
-            refresh=False,
+def _parameter_space(params, theta):
+    """The prior of ``params``, or a standardizer fitted to ``theta`` for ``prior=None``."""
+    if params.prior is None:
+        return Standardizer.fit(theta)
+    prior = make_prior(params.prior, marginalize=params.marginalize)
+    if theta is not None and theta.shape[1] != prior.n_parameters:
+        raise ValueError(
+            f"theta has {theta.shape[1]} columns but the prior has {prior.n_parameters} parameters."
         )
-        self._bar.update(1)
-        logger.debug("epoch %(epoch)d: %(train_loss).4f / %(val_loss).4f", record)
+    if prior.n_free == 0:
+        raise ValueError(
+            f"The prior leaves nothing to infer: of its {prior.n_parameters} parameters, "
+            f"{int(prior.fixed_mask.sum())} are fixed and {int(prior.marginalized_mask.sum())} "
+            f"marginalized (marginalize={params.marginalize!r}); at least one must be neither."
+        )
+    return prior
 
-    def close(self) -> None:
-        self._bar.close()
+
+def _network_spec(params, space, x: np.ndarray, y) -> NetworkSpec:
+    """The spec of new dual flows for these hyperparameters and training data."""
+    return NetworkSpec(
+        features=space.n_free,
+        observation_features=x.shape[1],
+        embedding=embedding_spec(params, y),
+        marginal=space.is_prior,
+        net_type=params.net_type,
+        num_transforms=params.num_transforms,
+        hidden_features=params.hidden_features,
+        num_bins=params.num_bins,
+        theta_norm=params.theta_norm,
+        norm_momentum=params.norm_momentum,
+        cube_bound=space.cube_bound,
+    )
+
+
+def _warn_low_ess(ess: np.ndarray, n_samples: int) -> None:
+    low = ess < n_samples
+    if low.any():
+        warnings.warn(
+            f"Low effective sample size: importance sampling found {ess.min():.1f} "
+            f"effective candidates for {n_samples} requested samples ({int(low.sum())} of "
+            f"{len(ess)} observation(s) below {n_samples}); the samples repeat and may be "
+            "inaccurate. Raise num_proposals, or the posterior estimate may be poor for "
+            "this observation.",
+            UserWarning,
+            stacklevel=3,
+        )

@@ -251,9 +251,5 @@ def embedding_spec(params, y) -> dict | None:
         "shape": observation_shape_of(y),
         "out_features": params.embedding_features,
         "hidden_features": params.embedding_hidden_features,
-        "channels": params.embedding_channels,
-        "kernel_size": params.embedding_kernel_size,
         "momentum": params.norm_momentum,
-        "adaptive_momentum": params.adaptive_momentum,
-        "use_log_update": params.use_log_update,
     }

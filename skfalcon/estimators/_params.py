@@ -2,30 +2,60 @@
 
 import re
 from collections.abc import Mapping
+from dataclasses import fields
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from torch import nn
 
-from skfalcon.engine import EMBEDDING_PRESETS, FLOW_FAMILIES
+from skfalcon.engine import EMBEDDING_PRESETS, FLOW_FAMILIES, TrainingConfig
 
-__all__ = ["FlowPosteriorParams", "validate_params"]
+__all__ = [
+    "FlowPosteriorParams",
+    "PositiveInt",
+    "RandomStateLike",
+    "Verbosity",
+    "to_python",
+    "validate_params",
+]
 
 _Probability = Annotated[float, Field(ge=0.0, le=1.0)]
-_Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 _Widths = Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)]
+PositiveInt = Annotated[int, Field(ge=1)]
+Verbosity = Annotated[int, Field(ge=0)] | bool
 
 
-def _to_python(value: Any) -> Any:
+def _check_random_state(value: Any) -> Any:
+    if value is None or isinstance(value, np.random.RandomState):
+        return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if 0 <= value < 2**32:
+            return int(value)
+    raise ValueError("expected None, an int in [0, 2**32) or a numpy RandomState")
+
+
+#: ``random_state`` as scikit-learn takes it, one rule for every estimator here.
+RandomStateLike = Annotated[Any, AfterValidator(_check_random_state)]
+
+
+def to_python(value: Any) -> Any:
     """numpy scalars -> Python scalars, arrays and lists -> tuples (so grids of numpy work)."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
-        return tuple(_to_python(v) for v in value.tolist())
+        return tuple(to_python(v) for v in value.tolist())
     if isinstance(value, list):
-        return tuple(_to_python(v) for v in value)
+        return tuple(to_python(v) for v in value)
     return value
 
 
@@ -40,26 +70,18 @@ class FlowPosteriorParams(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", arbitrary_types_allowed=True)
 
     prior: Any = None
-    marginalize: tuple[Annotated[int, Field(ge=0)], ...] | Annotated[int, Field(ge=0)] | None = None
-    hypercube_bound: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 2.0
+    # Ranges (negative indices count from the end) are the prior's to check.
+    marginalize: tuple[int, ...] | int | None = None
     net_type: Literal[tuple(FLOW_FAMILIES)] = "nsf"  # type: ignore[valid-type]
     num_transforms: Annotated[int, Field(ge=1)] = 3
-    hidden_features: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)] = (
-        64,
-        64,
-    )
+    hidden_features: _Widths = (64, 64)
     num_bins: Annotated[int, Field(ge=2)] = 16
     embedding: Any = None
     embedding_features: Annotated[int, Field(ge=1)] = 32
     embedding_hidden_features: _Widths = (128, 128)
-    embedding_channels: _Widths = (16, 32)
-    embedding_kernel_size: Annotated[int, Field(ge=1)] = 5
     theta_norm: bool = True
     norm_momentum: Annotated[float, Field(gt=0.0, le=1.0)] = 0.01
-    adaptive_momentum: bool = False
-    use_log_update: bool = False
     lr: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 2e-3
-    betas: tuple[_Beta, _Beta] = (0.9, 0.999)
     weight_decay: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.0
     lr_decay_factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
     lr_patience: Annotated[int, Field(ge=0)] = 5
@@ -70,28 +92,23 @@ class FlowPosteriorParams(BaseModel):
     batch_size: Annotated[int, Field(ge=1)] = 512
     num_proposals: Annotated[int, Field(ge=1)] = 4
     proposal_mixture_beta: _Probability = 0.5
-    out_of_bounds_penalty: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 100.0
-    nan_replacement: Annotated[float, Field(allow_inf_nan=False)] = -100.0
     gamma: _Probability = 0.5
     marginal: Literal["auto", "flow"] = "auto"
     store_capacity: Annotated[int, Field(ge=2)] | None = None
-    discard_samples: bool = False
-    log_ratio_threshold: Annotated[float, Field(allow_inf_nan=False)] = -20.0
-    reset_network_after_pause: bool = False
+    discard_log_ratio: Annotated[float, Field(allow_inf_nan=False)] | None = None
     nan_policy: Literal["drop", "raise"] = "drop"
     device: str = "auto"
-    cache_on_device: bool = True
     max_cache_samples: Annotated[int, Field(ge=1)] | None = None
     warm_start: bool = False
-    random_state: Any = None
-    verbose: Annotated[int, Field(ge=0)] | bool = 0
+    random_state: RandomStateLike = None
+    verbose: Verbosity = 0
 
     @model_validator(mode="before")
     @classmethod
     def _numpy_to_python(cls, values: Any) -> Any:
         if isinstance(values, dict):
             return {
-                k: v if k in ("prior", "random_state") else _to_python(v) for k, v in values.items()
+                k: v if k in ("prior", "random_state") else to_python(v) for k, v in values.items()
             }
         return values
 
@@ -116,15 +133,12 @@ class FlowPosteriorParams(BaseModel):
             "observation name"
         )
 
-    @field_validator("random_state")
-    @classmethod
-    def _check_random_state(cls, value: Any) -> Any:
-        if value is None or isinstance(value, np.random.RandomState):
-            return value
-        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-            if 0 <= value < 2**32:
-                return value
-        raise ValueError("expected None, an int in [0, 2**32) or a numpy RandomState")
+    def training_config(self, max_epochs: int | None = None) -> TrainingConfig:
+        """The engine's training settings; ``max_epochs`` overrides the hyperparameter."""
+        values = {f.name: getattr(self, f.name) for f in fields(TrainingConfig)}
+        if max_epochs is not None:
+            values["max_epochs"] = max_epochs
+        return TrainingConfig(**values)
 
 
 def _is_embedding(value: Any) -> bool:

@@ -1,13 +1,11 @@
 """Reproducible torch randomness that leaves torch's global random state untouched."""
 
-import contextlib
-from collections.abc import Iterator
-
 import numpy as np
-import torch
 from sklearn.utils import check_random_state
 
-__all__ = ["draw_seed", "torch_seed_scope"]
+from skfalcon.engine.seeding import torch_seed_scope
+
+__all__ = ["draw_seed", "round_seed", "torch_seed_scope"]
 
 
 def draw_seed(random_state) -> int:
@@ -19,13 +17,12 @@ def draw_seed(random_state) -> int:
     return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
 
 
-@contextlib.contextmanager
-def torch_seed_scope(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch inside the block and restore the global random state after it.
+def round_seed(random_state, round_index: int) -> int:
+    """The seed of one training round (``fit`` is round 0, each ``partial_fit`` the next).
 
-    The CUDA generator of ``device`` is forked and seeded too when it is a GPU.
+    Round 0 gets :func:`draw_seed` of ``random_state``; later rounds mix their index into
+    it, so that rounds of an estimator with an int ``random_state`` neither repeat each
+    other's randomness nor depend on anything but the seed and the round.
     """
-    cuda_devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda_devices, device_type="cuda"):
-        torch.manual_seed(seed)
-        yield
+    seed = draw_seed(random_state)
+    return seed if round_index == 0 else draw_seed(np.random.RandomState([seed, round_index]))

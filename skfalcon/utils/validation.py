@@ -8,6 +8,7 @@ from sklearn.utils import check_array
 __all__ = [
     "MAX_ABS_VALUE",
     "check_magnitude",
+    "check_positive_int",
     "exceeds_magnitude",
     "named_errors",
     "to_float_array",
@@ -73,3 +74,10 @@ def check_magnitude(values: np.ndarray, name: str) -> None:
             "training runs in float32, where such values overflow. Rescale x (change its "
             "units, or take logarithms) before fitting and sampling."
         )
+
+
+def check_positive_int(value, name: str) -> int:
+    """``value`` as an int, or a ``ValueError`` naming ``name`` (bools are refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)

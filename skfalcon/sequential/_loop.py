@@ -1,0 +1,437 @@
+r"""SequentialInference: propose, simulate, train, for one observation.
+
+Simulations are expensive and only one observation :math:`x_o` matters, so the loop
+draws new parameters from the estimator's widened posterior of :math:`x_o`, runs the
+simulator on them (:func:`skfalcon.simulation.simulate`: in parallel through joblib, so
+any joblib backend, Dask or Ray included, spreads the work) and continues training with
+:meth:`~skfalcon.FlowPosteriorEstimator.partial_fit`. The posterior
+:math:`q(u \mid x) / m(u)` corrects for whatever mix of proposals the training parameters
+came from, so no round needs re-weighting. What each round does is its strategy's
+(:mod:`skfalcon.sequential.strategies`); the loop runs it on public methods of the
+estimator only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sklearn.base import BaseEstimator, clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+
+from skfalcon.estimators._params import (
+    PositiveInt,
+    RandomStateLike,
+    Verbosity,
+    to_python,
+    validate_params,
+)
+from skfalcon.sequential.strategies import STRATEGIES, Round, Strategy
+from skfalcon.simulation import check_observation, match_observation, simulate, simulator_name
+from skfalcon.utils import draw_seed
+from skfalcon.utils.validation import check_positive_int
+
+__all__ = ["SequentialInference", "SequentialParams"]
+
+logger = logging.getLogger("skfalcon")
+
+# Posterior samples drawn after each round to measure the importance-sampling ESS.
+_ESS_SAMPLES = 1000
+
+
+class SequentialParams(BaseModel):
+    """The knobs of :class:`SequentialInference`, with their defaults.
+
+    Same conventions as :class:`~skfalcon.estimators._params.FlowPosteriorParams`: strict
+    types, numpy scalars accepted, a bad value raises a ``ValueError`` naming it.
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid", arbitrary_types_allowed=True)
+
+    estimator: Any
+    simulator: Any
+    strategy: Literal[tuple(STRATEGIES)] = "standard"  # type: ignore[valid-type]
+    min_training_samples: PositiveInt | None = None
+    resample_batch_size: PositiveInt | None = None
+    resample_interval: PositiveInt = 10
+    n_rounds: PositiveInt = 4
+    truncation_margin: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.25
+    n_jobs: int | None = None
+    random_state: RandomStateLike = None
+    verbose: Verbosity = 0
+
+    @field_validator("estimator")
+    @classmethod
+    def _check_estimator(cls, value: Any) -> Any:
+        missing = [
+            name
+            for name in ("sample_proposal", "partial_fit", "fit", "sample", "get_params")
+            if not callable(getattr(value, name, None))
+        ]
+        if missing:
+            raise ValueError(
+                "expected a FlowPosteriorEstimator (an estimator with sample_proposal, "
+                f"partial_fit, fit and sample); it lacks {', '.join(missing)}"
+            )
+        if value.get_params().get("prior") is None:
+            raise ValueError(
+                "the estimator needs a prior to propose simulations from; pass prior=[...] to it"
+            )
+        return value
+
+    @field_validator("simulator")
+    @classmethod
+    def _check_simulator(cls, value: Any) -> Any:
+        if not callable(value):
+            raise ValueError("expected a callable taking a (n, d) array of parameters")
+        return value
+
+    @field_validator("n_jobs")
+    @classmethod
+    def _check_n_jobs(cls, value: int | None) -> int | None:
+        if value == 0:
+            raise ValueError("expected None, a positive int, or a negative int as in joblib")
+        return value
+
+    def make_strategy(self) -> Strategy:
+        """A fresh strategy object for one run, with its knobs."""
+        kind, knobs = STRATEGIES[self.strategy]
+        return kind(**{name: getattr(self, name) for name in knobs})
+
+
+def _validate(params: dict[str, Any]) -> SequentialParams:
+    """Validate the knobs; a bad one raises a ``ValueError`` naming it, its value and what is allowed."""
+    converted = {
+        k: v if k in ("estimator", "simulator", "random_state") else to_python(v)
+        for k, v in params.items()
+    }
+    return validate_params(converted, "SequentialInference", SequentialParams, "parameter")
+
+
+class SequentialInference(BaseEstimator):
+    r"""Simulate and train in a loop focused on one observation.
+
+    Runs Falcon's loop for a :class:`~skfalcon.FlowPosteriorEstimator`: propose parameters
+    with :meth:`~skfalcon.FlowPosteriorEstimator.sample_proposal`, simulate them, train
+    with :meth:`~skfalcon.FlowPosteriorEstimator.partial_fit`, until the simulation budget
+    given to :meth:`run` is spent. The estimator given is cloned and never modified; the
+    trained clone is ``estimator_``. The widening of the proposal is the estimator's
+    ``gamma``.
+
+    Parameters
+    ----------
+    estimator : FlowPosteriorEstimator
+        The unfitted (or fitted: it is cloned either way) estimator, with a ``prior``.
+        Its ``max_epochs`` bounds the final training, its ``store_capacity`` the
+        simulations kept for training, and its ``nan_policy`` says what to do with
+        simulations that return NaN or infinity.
+    simulator : callable
+        ``simulator(theta)`` takes a float64 array of shape ``(n, n_parameters)`` and
+        returns ``n`` observations: an array ``(n, *observation_shape)`` (``(n,)`` for
+        one feature; a series ``(n, length)``, an image ``(n, channels, h, w)``), or a dict
+        of such arrays for named outputs, as :meth:`~skfalcon.FlowPosteriorEstimator.fit`
+        takes ``x``. Its randomness is its own: seed it inside if runs must repeat.
+    strategy : {"standard", "amortized", "round_based", "truncated"}, default="standard"
+        The strategy objects of :mod:`skfalcon.sequential.strategies`:
+        ``"standard"``: continuous resampling while training; ``"amortized"``: one set of
+        prior simulations, one fit; ``"round_based"``: ``n_rounds`` rounds of full
+        renewal of the data, discarding implausible rows (the estimator's
+        ``discard_log_ratio``, -20 when it sets none); ``"truncated"``: rounds of
+        simulations from the prior restricted to a box around the current posterior,
+        each trained to convergence. Prefer ``"truncated"`` when the posterior is narrow
+        against the prior in several dimensions: there the ratio of two learned flows
+        that the other sequential strategies rely on is noisy (figures in
+        ``benchmarks/RESULTS.md``). The trained estimator is then accurate only for
+        observations whose posterior lies in the final box.
+    min_training_samples : int, default=None
+        ``"standard"`` and ``"truncated"``: prior simulations run before training
+        starts. ``None``: a quarter of the budget given to :meth:`run` (500 for 2,000
+        simulations).
+    resample_batch_size : int, default=None
+        ``"standard"`` and ``"truncated"``: simulations added from the current proposal
+        at each resample (each round).
+        ``None``: an eighth of the budget (250 for 2,000 simulations), so that budgets of a
+        few hundred simulations and up are spent in seven or eight rounds.
+    resample_interval : int, default=10
+        ``"standard"``: training epochs between resamples.
+    n_rounds : int, default=4
+        ``"round_based"``: the budget is split into this many equal rounds; each round's
+        simulations replace the previous ones.
+    truncation_margin : float, default=0.25
+        ``"truncated"``: each round's box spans, in the hypercube, each coordinate's
+        0.1 % to 99.9 % quantiles of 4,000 samples of the current posterior; it is widened
+        on each side by this fraction of its width and intersected with the previous box,
+        so that boxes are nested and the store's rows are distributed as the prior inside
+        the last one.
+    n_jobs : int, default=None
+        Parallel simulation: the parameters of a round are split into as many chunks as
+        joblib runs at once and each chunk is one ``simulator`` call in
+        ``joblib.Parallel(n_jobs)``. ``None`` means one call, unless a joblib backend
+        context (``joblib.parallel_backend("dask")``, Ray's) is active, which then runs
+        the chunks on its workers. ``-1`` uses all cores.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the proposals and, when set, the estimator's training in each round.
+    verbose : int, default=0
+        Show a progress bar over rounds with the budget spent, the validation loss and
+        the ESS.
+
+    Attributes
+    ----------
+    estimator_ : FlowPosteriorEstimator
+        The trained clone of ``estimator``.
+    history_ : list of dict
+        One record per round (per resample for ``"standard"``): ``round``,
+        ``n_simulations`` (new in this round), ``n_simulations_total``, ``n_dropped``,
+        ``n_stored`` (rows in the estimator's store), ``n_epochs``, ``train_loss`` and
+        ``val_loss`` (last epoch of the round; the validation set grows across rounds, so
+        compare within a round), ``ess`` (effective sample size of the importance pool of
+        ``estimator_.sample(x_obs, 1000)``), ``truncation_volume`` (``"truncated"``: the
+        fraction of the hypercube's volume the round's simulations were drawn from;
+        ``None`` for the other strategies), ``seconds_simulate``, ``seconds_train``.
+    n_simulations_ : int
+        Simulations run, dropped ones included.
+    n_dropped_simulations_ : int
+        Simulations dropped because their observation held NaN or infinity
+        (``nan_policy="drop"``).
+    x_obs_ : ndarray of shape observation_shape, or dict of ndarray
+        The observation the loop focused on, as float64.
+    truncation_box_ : ndarray of shape (2, n_prior_parameters)
+        ``"truncated"`` only: the lower and upper bounds on each parameter of the last
+        round's box (a box in the hypercube is a box in ``theta``). ``estimator_`` is
+        trained for observations whose posterior lies inside it. Fixed parameters are
+        bounded by their value, marginalized ones by ``-inf`` and ``inf``.
+
+    See Also
+    --------
+    skfalcon.FlowPosteriorEstimator.sample_proposal : The proposal of each round.
+    skfalcon.FlowPosteriorEstimator.partial_fit : Training on the growing store.
+
+    Examples
+    --------
+    >>> from skfalcon import FlowPosteriorEstimator, SequentialInference
+    >>> from skfalcon.datasets import TwoMoons
+    >>> task = TwoMoons()
+    >>> est = FlowPosteriorEstimator(prior=task.prior, max_epochs=5, random_state=0)
+    >>> loop = SequentialInference(
+    ...     est, task.simulate, min_training_samples=200, resample_batch_size=100,
+    ...     resample_interval=2, random_state=0,
+    ... )
+    >>> loop.run([0.0, 0.0], n_simulations=400).n_simulations_
+    400
+    >>> loop.estimator_.sample([0.0, 0.0], 10).shape
+    (10, 2)
+    """
+
+    def __init__(
+        self,
+        estimator,
+        simulator,
+        *,
+        strategy="standard",
+        min_training_samples=None,
+        resample_batch_size=None,
+        resample_interval=10,
+        n_rounds=4,
+        truncation_margin=0.25,
+        n_jobs=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.estimator = estimator
+        self.simulator = simulator
+        self.strategy = strategy
+        self.min_training_samples = min_training_samples
+        self.resample_batch_size = resample_batch_size
+        self.resample_interval = resample_interval
+        self.n_rounds = n_rounds
+        self.truncation_margin = truncation_margin
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def run(self, x_obs, n_simulations):
+        """Spend ``n_simulations`` simulator runs learning the posterior of ``x_obs``.
+
+        Parameters
+        ----------
+        x_obs : array-like of shape observation_shape, or dict of array-like
+            The observation to focus on: one output of the simulator, without the batch
+            axis (a leading axis of length 1 is accepted); a dict with the simulator's
+            names for named outputs.
+        n_simulations : int
+            Simulation budget: rows passed to the simulator in all rounds together.
+
+        Returns
+        -------
+        self : SequentialInference
+            With ``estimator_`` trained and ``history_`` filled.
+        """
+        params = _validate(self.get_params(deep=False))
+        x_obs = check_observation(x_obs)
+        n_simulations = check_positive_int(n_simulations, "n_simulations")
+        strategy = params.make_strategy()
+        rounds = _check_rounds(strategy, n_simulations, params)
+        rng = check_random_state(params.random_state)
+        estimator = _working_estimator(params, strategy, rounds, rng)
+        run = _Run(params, strategy, estimator, x_obs, rng)
+        try:
+            run.run(rounds)
+        finally:
+            run.close_progress()
+        self.estimator_ = run.estimator
+        self.history_ = run.history
+        self.n_simulations_ = run.n_simulations
+        self.n_dropped_simulations_ = run.n_dropped
+        self.x_obs_ = run.x_obs
+        _warn_collapsed_weights(self.history_, params.strategy)
+        if params.strategy == "truncated":
+            self.truncation_box_ = estimator.prior_.box_to_theta(*strategy.current_box())
+        return self
+
+
+def _working_estimator(params: SequentialParams, strategy: Strategy, rounds, rng):
+    """A clone of the user's estimator, with the strategy's options and the run's seed."""
+    base = clone(params.estimator)
+    options = strategy.estimator_options(rounds, base)
+    if params.random_state is not None:
+        options["random_state"] = draw_seed(rng)
+    return type(base)(**{**base.get_params(deep=False), **options})
+
+
+def _check_rounds(strategy: Strategy, n_simulations: int, params) -> list[Round]:
+    if strategy.name in ("standard", "truncated") and (
+        params.min_training_samples is not None and n_simulations < params.min_training_samples
+    ):
+        raise ValueError(
+            f"n_simulations={n_simulations} is below min_training_samples="
+            f"{params.min_training_samples}; the {strategy.name} strategy needs at least that "
+            "many prior simulations before training starts."
+        )
+    if strategy.name == "round_based" and n_simulations < params.n_rounds:
+        raise ValueError(
+            f"n_simulations={n_simulations} is below n_rounds={params.n_rounds}; each round "
+            "needs at least one simulation."
+        )
+    return strategy.rounds(n_simulations)
+
+
+def _warn_collapsed_weights(history: list[dict], strategy: str) -> None:
+    """Warn when the final posterior's importance weights collapsed, and say what avoids it."""
+    ess = history[-1]["ess"] if history else math.inf
+    if ess >= _ESS_SAMPLES or strategy == "truncated":
+        return
+    warnings.warn(
+        f"After the last round the posterior of x_obs has an effective sample size of "
+        f"{ess:.0f} for {_ESS_SAMPLES} samples: the ratio q/m of the two learned flows is "
+        "unreliable for this observation, and its samples repeat. This happens when the "
+        "posterior is narrow against the prior in several dimensions; "
+        "strategy='truncated' needs no such ratio.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+class _Run:
+    """One run of a strategy: the estimator being trained, counts, history, progress bar."""
+
+    def __init__(self, params, strategy: Strategy, estimator, x_obs, rng):
+        self.params = params
+        self.strategy = strategy
+        self.estimator = estimator
+        self.x_obs = x_obs
+        self.rng = rng
+        self.history: list[dict] = []
+        self.n_simulations = 0
+        self.n_dropped = 0
+        self._bar = None
+
+    def run(self, rounds: list[Round]) -> None:
+        if self.params.verbose:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=len(rounds), desc=self.strategy.name, unit="round", leave=True)
+        for i, planned in enumerate(rounds):
+            self.step(planned, final=i == len(rounds) - 1)
+
+    def close_progress(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def step(self, planned: Round, *, final: bool) -> None:
+        """Propose, simulate and train one round; append its history record."""
+        estimator, n = self.estimator, planned.size
+        start = time.perf_counter()
+        theta, log_prob = self.strategy.propose(estimator, self.x_obs, n, draw_seed(self.rng))
+        x = simulate(self.params.simulator, theta, self.params.n_jobs)
+        self.n_simulations += n
+        if not self.history:  # the first outputs tell what one observation looks like
+            self.x_obs = match_observation(self.x_obs, x, simulator_name(self.params.simulator))
+        seconds_simulate = time.perf_counter() - start
+
+        start = time.perf_counter()
+        fitted = hasattr(estimator, "network_") and not self.strategy.refits
+        n_epochs_before = len(estimator.history_) if fitted else 0
+        with warnings.catch_warnings():
+            if not final:
+                # A round is meant to stop before convergence; only the last one must converge.
+                warnings.simplefilter("ignore", ConvergenceWarning)
+            if self.strategy.refits:
+                estimator.fit(theta, x)
+            else:
+                estimator.partial_fit(
+                    theta, x, theta_log_prob=log_prob, max_epochs=planned.max_epochs
+                )
+        seconds_train = time.perf_counter() - start
+        self.n_dropped += estimator.n_dropped_simulations_
+        self._record(
+            n, estimator.n_dropped_simulations_, n_epochs_before, seconds_simulate, seconds_train
+        )
+
+    def _record(self, n, n_dropped, n_epochs_before, seconds_simulate, seconds_train) -> None:
+        estimator = self.estimator
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # a low ESS is recorded, not warned
+            _, ess = estimator.sample(
+                self.x_obs, _ESS_SAMPLES, random_state=draw_seed(self.rng), return_ess=True
+            )
+        last = estimator.history_[-1] if estimator.history_ else {}
+        record = {
+            "round": len(self.history),
+            "n_simulations": n,
+            "n_simulations_total": self.n_simulations,
+            "n_dropped": n_dropped,
+            "n_stored": estimator.n_stored_simulations_,
+            "n_epochs": len(estimator.history_) - n_epochs_before,
+            "train_loss": float(last.get("train_loss", math.nan)),
+            "val_loss": float(last.get("val_loss", math.nan)),
+            "ess": float(ess),
+            **self.strategy.record(estimator),
+            "seconds_simulate": seconds_simulate,
+            "seconds_train": seconds_train,
+        }
+        self.history.append(record)
+        logger.info(
+            "%s round %d: %d new simulations (%d in all), %s stored, %d epochs, "
+            "validation loss %.4f, ESS %.0f of %d, simulate %.1f s, train %.1f s",
+            self.strategy.name,
+            record["round"],
+            n,
+            self.n_simulations,
+            record["n_stored"],
+            record["n_epochs"],
+            record["val_loss"],
+            record["ess"],
+            _ESS_SAMPLES,
+            seconds_simulate,
+            seconds_train,
+        )
+        if self._bar is not None:
+            self._bar.set_postfix(
+                sims=self.n_simulations, val=f"{record['val_loss']:.3f}", ess=f"{ess:.0f}"
+            )
+            self._bar.update(1)

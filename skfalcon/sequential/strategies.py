@@ -1,0 +1,196 @@
+r"""Strategies of the sequential loop: how many simulations, from which proposal, trained how.
+
+A strategy plans the rounds of a run (:class:`Round`: its simulations and its epoch
+budget), draws each round's parameters, and may set hyperparameters of the estimator the
+run trains (a clone of the user's, configured once when the run starts). It uses public
+methods of the estimator and its prior only.
+
+- :class:`StandardStrategy`, Falcon's continuous resampling: a quarter of the budget from
+  the prior starts training; every ``resample_interval`` epochs an eighth more comes
+  from the current proposal :math:`\pi(u)[p(u \mid x_o)/\pi(u)]^{1-\gamma}`; the last
+  round trains to convergence.
+- :class:`AmortizedStrategy`: one set of prior simulations, one fit.
+- :class:`RoundBasedStrategy`: ``n_rounds`` equal rounds from the current proposal, each
+  replacing the store (its capacity is one round) and discarding implausible rows, each
+  trained to convergence.
+- :class:`TruncatedStrategy`: rounds of the standard sizes, each from the prior restricted
+  to a box of the cube around the current posterior of :math:`x_o` (each coordinate's
+  0.1 % to 99.9 % quantiles of 4,000 samples, widened by ``truncation_margin`` of its
+  width and intersected with the previous box), joining the store as prior rows and
+  trained to convergence. Inside the last box every stored row follows the prior, so the
+  posterior is :math:`q` itself, without the ratio to a learned marginal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "STRATEGIES",
+    "AmortizedStrategy",
+    "Round",
+    "RoundBasedStrategy",
+    "StandardStrategy",
+    "Strategy",
+    "TruncatedStrategy",
+]
+
+_TRUNCATION_SAMPLES = 4000
+# Extreme samples are too sensitive to the flow's tails to bound the box.
+_TRUNCATION_TAIL = 1e-3
+# Falcon's discard threshold, for round-based runs of an estimator that sets none.
+_ROUND_BASED_DISCARD_LOG_RATIO = -20.0
+
+
+@dataclass(frozen=True)
+class Round:
+    """One round: ``size`` new simulations, then at most ``max_epochs`` epochs (``None``:
+    the estimator's own ``max_epochs``, to convergence)."""
+
+    size: int
+    max_epochs: int | None = None
+
+
+class Strategy:
+    """Base of the strategies; a new instance serves each run."""
+
+    name = ""
+    #: Whether each round is a fresh ``fit`` rather than a ``partial_fit``.
+    refits = False
+
+    def rounds(self, n_simulations: int) -> list[Round]:
+        raise NotImplementedError
+
+    def estimator_options(self, rounds: list[Round], estimator) -> dict:
+        """Hyperparameters of the estimator this strategy trains; none by default."""
+        return {}
+
+    def propose(self, estimator, x_obs, n: int, seed: int):
+        """``(theta, log_prob)`` of ``n`` new rows; ``log_prob`` ``None`` for prior rows."""
+        if not hasattr(estimator, "network_"):  # the first round: the prior
+            return estimator.sample_proposal(x_obs, n, random_state=seed), None
+        return estimator.sample_proposal(x_obs, n, random_state=seed, return_log_prob=True)
+
+    def record(self, estimator) -> dict:
+        """Strategy-specific entries of a round's history record."""
+        return {"truncation_volume": None}
+
+
+def _budget_rounds(n_simulations: int, first: int | None, step: int | None, epochs) -> list[Round]:
+    """A first round (a quarter of the budget) and steps of an eighth, the last unbounded."""
+    first = first or max(1, n_simulations // 4)
+    step = step or max(1, n_simulations // 8)
+    rest = n_simulations - first
+    sizes = [first] + [min(step, rest - start) for start in range(0, rest, step)]
+    return [Round(size, None if i == len(sizes) - 1 else epochs) for i, size in enumerate(sizes)]
+
+
+class StandardStrategy(Strategy):
+    """Falcon's continuous resampling (see the module docstring)."""
+
+    name = "standard"
+
+    def __init__(self, min_training_samples=None, resample_batch_size=None, resample_interval=10):
+        self.min_training_samples = min_training_samples
+        self.resample_batch_size = resample_batch_size
+        self.resample_interval = resample_interval
+
+    def rounds(self, n_simulations: int) -> list[Round]:
+        return _budget_rounds(
+            n_simulations,
+            self.min_training_samples,
+            self.resample_batch_size,
+            self.resample_interval,
+        )
+
+
+class AmortizedStrategy(Strategy):
+    """One set of prior simulations, one fit."""
+
+    name = "amortized"
+    refits = True
+
+    def rounds(self, n_simulations: int) -> list[Round]:
+        return [Round(n_simulations)]
+
+    def propose(self, estimator, x_obs, n: int, seed: int):
+        return estimator.sample_proposal(x_obs, n, random_state=seed), None
+
+
+class RoundBasedStrategy(Strategy):
+    """Rounds of full renewal of the training data."""
+
+    name = "round_based"
+
+    def __init__(self, n_rounds: int = 4):
+        self.n_rounds = n_rounds
+
+    def rounds(self, n_simulations: int) -> list[Round]:
+        size, extra = divmod(n_simulations, self.n_rounds)
+        return [Round(size + (i < extra)) for i in range(self.n_rounds)]
+
+    def estimator_options(self, rounds: list[Round], estimator) -> dict:
+        threshold = estimator.get_params()["discard_log_ratio"]
+        return {
+            "store_capacity": rounds[0].size,
+            "discard_log_ratio": _ROUND_BASED_DISCARD_LOG_RATIO if threshold is None else threshold,
+        }
+
+
+class TruncatedStrategy(Strategy):
+    """Rounds from the prior restricted to nested boxes around the posterior."""
+
+    name = "truncated"
+
+    def __init__(self, min_training_samples=None, resample_batch_size=None, truncation_margin=0.25):
+        self.min_training_samples = min_training_samples
+        self.resample_batch_size = resample_batch_size
+        self.truncation_margin = truncation_margin
+        self.box: tuple[np.ndarray, np.ndarray] | None = None  # (low, high) in u
+        self.prior = None
+
+    def rounds(self, n_simulations: int) -> list[Round]:
+        return _budget_rounds(
+            n_simulations, self.min_training_samples, self.resample_batch_size, None
+        )
+
+    def propose(self, estimator, x_obs, n: int, seed: int):
+        if not hasattr(estimator, "network_"):
+            return super().propose(estimator, x_obs, n, seed)
+        prior = self.prior = estimator.prior_
+        posterior = estimator.sample(x_obs, _TRUNCATION_SAMPLES, random_state=seed)
+        low, high = prior.box_around(posterior, _TRUNCATION_TAIL)
+        margin = self.truncation_margin * (high - low)
+        # Nested boxes: inside the last one, every round's rows follow the prior. Where the
+        # new box misses the old one, the estimate moved; keep the old side.
+        old_low, old_high = self.current_box()
+        new_low = np.maximum(low - margin, old_low)
+        new_high = np.minimum(high + margin, old_high)
+        empty = new_low >= new_high
+        self.box = (np.where(empty, old_low, new_low), np.where(empty, old_high, new_high))
+        return prior.sample_box(*self.box, n, seed), None
+
+    def current_box(self) -> tuple[np.ndarray, np.ndarray]:
+        """The last box in u, or the whole cube before any truncation."""
+        return self.box if self.box is not None else self.prior.cube_box()
+
+    def record(self, estimator) -> dict:
+        self.prior = estimator.prior_
+        return {"truncation_volume": self.prior.box_volume(*self.current_box())}
+
+
+#: Strategy names and the knobs of :class:`~skfalcon.SequentialInference` each takes.
+STRATEGIES = {
+    "standard": (
+        StandardStrategy,
+        ("min_training_samples", "resample_batch_size", "resample_interval"),
+    ),
+    "amortized": (AmortizedStrategy, ()),
+    "round_based": (RoundBasedStrategy, ("n_rounds",)),
+    "truncated": (
+        TruncatedStrategy,
+        ("min_training_samples", "resample_batch_size", "truncation_margin"),
+    ),
+}

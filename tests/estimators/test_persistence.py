@@ -1,0 +1,86 @@
+"""Files of earlier releases, and what a pickle of a fitted estimator holds."""
+
+import ast
+import pathlib
+import warnings
+
+import joblib
+import numpy as np
+import pytest
+
+import skfalcon
+from skfalcon import FlowPosteriorEstimator
+from skfalcon.engine import MarginalPolicy, NetworkSpec
+
+DATA = pathlib.Path(__file__).parent.parent / "data"
+
+
+@pytest.mark.parametrize(
+    ("name", "marginal"), [("prior", "prior"), ("none", None), ("mixture", "mixture")]
+)
+def test_files_of_skfalcon_0_1_load_with_a_warning_and_sample_as_before(name, marginal):
+    # Written by skfalcon 0.1.0 (tiny two-moons models); the reference draws come from
+    # that release, for the same seeds.
+    reference = np.load(DATA / "estimator_0.1.0_reference.npz")
+    with pytest.warns(UserWarning, match=r"saved with skfalcon 0\.1\.0 and is loaded with"):
+        est = joblib.load(DATA / f"estimator_0.1.0_{name}.joblib")
+    assert est.marginal_ == marginal
+    assert isinstance(est.network_.spec, NetworkSpec)
+    # The removed hyperparameters are gone, the merged one is mapped.
+    assert set(est.get_params()) == set(FlowPosteriorEstimator().get_params())
+    assert est.discard_log_ratio is None
+    np.testing.assert_array_equal(
+        est.sample(reference["x0"], 5, random_state=3), reference[f"{name}_sample"]
+    )
+    np.testing.assert_allclose(
+        est.log_prob(reference["theta5"], reference["x0"]), reference[f"{name}_log_prob"]
+    )
+
+
+def test_a_loaded_old_mixture_model_keeps_training(moons_data):
+    task, theta, x = moons_data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = joblib.load(DATA / "estimator_0.1.0_mixture.joblib")
+        est.partial_fit(theta[:100], x[:100], max_epochs=1)
+    assert est.n_stored_simulations_ == 100 and est.marginal_ == "prior"
+
+
+def test_weights_that_do_not_fit_the_spec_raise_a_clear_error(fitted_moons):
+    state = fitted_moons.__getstate__()
+    weights = dict(state["_network_state"]["weights"])
+    name = next(iter(weights))
+    weights[name] = np.zeros((3, 3, 3), dtype=np.float32)
+    state["_network_state"] = {**state["_network_state"], "weights": weights}
+    with pytest.raises(ValueError, match="saved weights do not fit the saved network spec"):
+        FlowPosteriorEstimator.__new__(FlowPosteriorEstimator).__setstate__(state)
+
+
+def test_the_pickle_holds_the_spec_the_policy_and_numpy_weights(fitted_moons):
+    state = fitted_moons.__getstate__()
+    saved = state["_network_state"]
+    assert saved["spec"] == fitted_moons.network_.spec
+    assert saved["marginal_policy"] == MarginalPolicy("prior", 1.0)
+    assert all(isinstance(v, np.ndarray) for v in saved["weights"].values())
+    assert "network_" not in state and "_store" not in state
+    assert state["_skfalcon_version"] == skfalcon.__version__
+
+
+def _calls(module: pathlib.Path):
+    """Attribute names called on anything in ``module``, e.g. ``estimator.fit``."""
+    tree = ast.parse(module.read_text())
+    return {
+        node.func.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+    }
+
+
+def test_the_sequential_loop_uses_public_estimator_methods_only():
+    package = pathlib.Path(skfalcon.__file__).parent / "sequential"
+    for module in package.glob("*.py"):
+        calls = _calls(module)
+        assert "set_params" not in calls, module.name
+        estimator_methods = {n for n in dir(FlowPosteriorEstimator) if n.startswith("_")}
+        private = calls & estimator_methods - {"__init__"}
+        assert not private, (module.name, private)
