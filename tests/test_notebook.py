@@ -31,6 +31,7 @@ def test_the_workflow_notebook_is_collected():
     assert "workflow.ipynb" in [path.name for path in NOTEBOOKS]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _has_kernel(), reason=f"no {KERNEL!r} Jupyter kernel")
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
 def test_notebook_executes(path, tmp_path, monkeypatch):

@@ -405,6 +405,7 @@ def test_a_factory_sizes_a_preset_beyond_the_shared_knobs(tiny):
     assert est.sample(x[0], 4).shape == (4, 2)
 
 
+@pytest.mark.slow
 @parametrize_with_checks(
     [
         FlowPosteriorEstimator(

@@ -189,7 +189,9 @@ def test_discarding_every_training_row_raises_and_keeps_the_estimator(moons_data
         x[:300],
     )
     store, network = est._store, est.network_
-    with pytest.raises(ValueError, match="discard_log_ratio=1000000.0 would drop all 540 training rows"):
+    with pytest.raises(
+        ValueError, match="discard_log_ratio=1000000.0 would drop all 540 training rows"
+    ):
         est.partial_fit(theta[300:], x[300:])
     assert est._store is store and est.network_ is network and est.n_iter_ == 2
 

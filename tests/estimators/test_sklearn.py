@@ -21,6 +21,7 @@ CHECKED = FlowPosteriorEstimator(
 )
 
 
+@pytest.mark.slow
 @parametrize_with_checks([CHECKED])
 def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():
@@ -46,6 +47,7 @@ def test_clone_round_trips_parameters_and_drops_fitted_state(fitted_moons):
     assert not hasattr(twin, "network_")
 
 
+@pytest.mark.slow
 def test_grid_search_over_two_hyperparameters_in_parallel(moons_data, tiny):
     task, theta, x = moons_data
     grid = GridSearchCV(
@@ -80,6 +82,7 @@ def test_joblib_workers_do_not_oversubscribe_torch_threads():
     assert max(threads) == 1
 
 
+@pytest.mark.slow
 def test_grid_search_under_dask_backend(moons_data, tiny):
     distributed = pytest.importorskip("dask.distributed")
     task, theta, x = moons_data

@@ -157,6 +157,7 @@ class RecordingSimulator:
         return theta + 0.02 * self.rng.standard_normal(theta.shape)
 
 
+@pytest.mark.slow
 def test_truncated_rounds_draw_from_nested_boxes_around_the_posterior(tiny):
     est = FlowPosteriorEstimator(prior=PRIOR, random_state=0, **{**tiny, "max_epochs": 40})
     simulator = RecordingSimulator()
@@ -214,6 +215,7 @@ def test_prior_box_draws_are_uniform_in_the_cube_and_map_to_theta_bounds(tiny):
     np.testing.assert_array_equal(box[:, 3], [-np.inf, np.inf])
 
 
+@pytest.mark.slow
 def test_run_under_dask_backend(estimator):
     # Two workers: with one, joblib runs a single job in this process, not on dask.
     distributed = pytest.importorskip("dask.distributed")
