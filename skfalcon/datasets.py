@@ -47,18 +47,14 @@ import numpy as np
 from scipy import stats
 from sklearn.utils import check_array, check_random_state, check_scalar
 
+from skfalcon.utils.validation import check_positive_int
+
 __all__ = ["TwoMoons", "GaussianLinear", "make_two_moons", "make_gaussian_linear"]
 
 # Proposals drawn by the two-moons reference sampler before it gives up on an
 # observation whose posterior hardly overlaps the prior box.
 _MAX_REJECTION_PROPOSALS = 10_000_000
 _MAX_REJECTION_BATCH = 1_000_000
-
-
-def _check_n(value, name: str) -> int:
-    """Return ``value`` as an int after checking it is a positive integer."""
-    check_scalar(value, name, numbers.Integral, min_val=1)
-    return int(value)
 
 
 def _check_rows(array, name: str, n_columns: int) -> np.ndarray:
@@ -119,7 +115,7 @@ class _SimulationTask:
         theta_true : ndarray of shape (n_observations, n_parameters)
         x_obs : ndarray of shape (n_observations, n_features)
         """
-        n_observations = _check_n(n_observations, "n_observations")
+        n_observations = check_positive_int(n_observations, "n_observations")
         rng = check_random_state(random_state)
         theta_true = self.sample_prior(n_observations, random_state=rng)
         return theta_true, self.simulate(theta_true, random_state=rng)
@@ -189,7 +185,7 @@ class TwoMoons(_SimulationTask):
         -------
         theta : ndarray of shape (n, 2)
         """
-        n = _check_n(n, "n")
+        n = check_positive_int(n, "n")
         rng = check_random_state(random_state)
         return stats.uniform(loc=-1.0, scale=2.0).rvs(size=(n, 2), random_state=rng)
 
@@ -288,7 +284,7 @@ class TwoMoons(_SimulationTask):
             fewer than ``n_samples`` proposals out of ten million are accepted.
         """
         x_obs = _check_vector(x_obs, "x_obs", self.n_features)
-        n_samples = _check_n(n_samples, "n_samples")
+        n_samples = check_positive_int(n_samples, "n_samples")
         rng = check_random_state(random_state)
 
         accepted, n_accepted, n_drawn = [], 0, 0
@@ -357,7 +353,7 @@ class GaussianLinear(_SimulationTask):
     """
 
     def __init__(self, n_dims: int = 10, prior_var: float = 0.1, noise_var: float = 0.1):
-        self.n_dims = _check_n(n_dims, "n_dims")
+        self.n_dims = check_positive_int(n_dims, "n_dims")
         check_scalar(
             prior_var, "prior_var", numbers.Real, min_val=0.0, include_boundaries="neither"
         )
@@ -396,7 +392,7 @@ class GaussianLinear(_SimulationTask):
         -------
         theta : ndarray of shape (n, n_dims)
         """
-        n = _check_n(n, "n")
+        n = check_positive_int(n, "n")
         rng = check_random_state(random_state)
         return self._prior_dist.rvs(size=(n, self.n_dims), random_state=rng)
 
@@ -495,7 +491,7 @@ class GaussianLinear(_SimulationTask):
         theta : ndarray of shape (n_samples, n_dims)
         """
         mean, cov = self.posterior_mean_cov(x_obs)
-        n_samples = _check_n(n_samples, "n_samples")
+        n_samples = check_positive_int(n_samples, "n_samples")
         rng = check_random_state(random_state)
         return stats.norm(loc=mean, scale=np.sqrt(np.diag(cov))).rvs(
             size=(n_samples, self.n_dims), random_state=rng
@@ -531,7 +527,7 @@ def make_two_moons(n_samples: int = 1000, *, random_state=None) -> tuple[np.ndar
     ((500, 2), (500, 2))
     """
     task = TwoMoons()
-    n_samples = _check_n(n_samples, "n_samples")
+    n_samples = check_positive_int(n_samples, "n_samples")
     rng = check_random_state(random_state)
     theta = task.sample_prior(n_samples, random_state=rng)
     return theta, task.simulate(theta, random_state=rng)
@@ -570,7 +566,7 @@ def make_gaussian_linear(
     ((200, 3), (200, 3))
     """
     task = GaussianLinear(n_dims=n_dims)
-    n_samples = _check_n(n_samples, "n_samples")
+    n_samples = check_positive_int(n_samples, "n_samples")
     rng = check_random_state(random_state)
     theta = task.sample_prior(n_samples, random_state=rng)
     return theta, task.simulate(theta, random_state=rng)

@@ -53,6 +53,8 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import Bunch, check_array, check_random_state, check_scalar
 
+from skfalcon.utils.validation import check_positive_int
+
 __all__ = [
     "c2st",
     "sbc_ranks",
@@ -156,11 +158,6 @@ def c2st(X, Y, *, n_folds=5, z_score=True, random_state=0, classifier=None) -> f
 
 
 # --------------------------------------------------------------------------- calibration
-
-
-def _check_positive_int(value, name: str) -> int:
-    check_scalar(value, name, numbers.Integral, min_val=1)
-    return int(value)
 
 
 def _check_estimator(estimator, methods: tuple[str, ...]) -> None:
@@ -296,8 +293,8 @@ def sbc_ranks(
     _check_estimator(estimator, ("sample",))
     theta = _check_theta(theta)
     x = _check_test_observations(x, len(theta))
-    n_posterior_samples = _check_positive_int(n_posterior_samples, "n_posterior_samples")
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    n_posterior_samples = check_positive_int(n_posterior_samples, "n_posterior_samples")
+    batch_size = check_positive_int(batch_size, "batch_size")
     rng = check_random_state(random_state)
 
     ranks = np.empty(theta.shape, dtype=np.int64)
@@ -350,7 +347,7 @@ def sbc_uniformity_pvalues(ranks, n_posterior_samples: int, *, n_bins: int | Non
     >>> bool(sbc_uniformity_pvalues(u_shaped, 100).max() < 1e-6)
     True
     """
-    n_posterior_samples = _check_positive_int(n_posterior_samples, "n_posterior_samples")
+    n_posterior_samples = check_positive_int(n_posterior_samples, "n_posterior_samples")
     if np.ndim(ranks) != 2:
         raise ValueError(
             "ranks must be a 2-D array of shape (n_simulations, n_parameters); got shape "
@@ -459,8 +456,8 @@ def expected_coverage_hpd(
     theta = _check_theta(theta)
     x = _check_test_observations(x, len(theta))
     levels = _check_levels(levels)
-    n_posterior_samples = _check_positive_int(n_posterior_samples, "n_posterior_samples")
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    n_posterior_samples = check_positive_int(n_posterior_samples, "n_posterior_samples")
+    batch_size = check_positive_int(batch_size, "batch_size")
     rng = check_random_state(random_state)
 
     n, d = theta.shape
@@ -660,7 +657,7 @@ def posterior_predictive_check(
         raise ValueError(
             f"x_obs must be one observation of shape (n_features,); got shape {x_obs.shape}."
         )
-    n_samples = _check_positive_int(n_samples, "n_samples")
+    n_samples = check_positive_int(n_samples, "n_samples")
     rng = check_random_state(random_state)
 
     theta = np.asarray(

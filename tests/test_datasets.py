@@ -224,13 +224,13 @@ def test_gaussian_linear_simulation_noise():
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: make_two_moons(0), "n_samples == 0, must be >= 1"),
-        (lambda: make_gaussian_linear(-3), "n_samples == -3, must be >= 1"),
-        (lambda: TwoMoons().sample_prior(0), "n == 0, must be >= 1"),
-        (lambda: TwoMoons().observations(0), "n_observations == 0, must be >= 1"),
+        (lambda: make_two_moons(0), "n_samples must be a positive integer, got 0"),
+        (lambda: make_gaussian_linear(-3), "n_samples must be a positive integer, got -3"),
+        (lambda: TwoMoons().sample_prior(0), "n must be a positive integer, got 0"),
+        (lambda: TwoMoons().observations(0), "n_observations must be a positive integer, got 0"),
         (
             lambda: TwoMoons().reference_posterior([0.0, 0.0], 0),
-            "n_samples == 0, must be >= 1",
+            "n_samples must be a positive integer, got 0",
         ),
         (
             lambda: TwoMoons().simulate([0.1, 0.2]),
@@ -257,10 +257,10 @@ def test_gaussian_linear_simulation_noise():
             lambda: GaussianLinear().posterior_mean_cov(np.zeros(3)),
             r"x_obs must be a 1-D array of shape \(10,\); got shape \(3,\)",
         ),
-        (lambda: GaussianLinear(n_dims=0), "n_dims == 0, must be >= 1"),
+        (lambda: GaussianLinear(n_dims=0), "n_dims must be a positive integer, got 0"),
         (lambda: GaussianLinear(prior_var=0.0), "prior_var == 0.0, must be > 0.0"),
         (lambda: GaussianLinear(noise_var=-1.0), "noise_var == -1.0, must be > 0.0"),
-        (lambda: make_gaussian_linear(5, n_dims=0), "n_dims == 0, must be >= 1"),
+        (lambda: make_gaussian_linear(5, n_dims=0), "n_dims must be a positive integer, got 0"),
     ],
 )
 def test_bad_inputs(call, message):

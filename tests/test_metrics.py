@@ -341,7 +341,7 @@ THETA, X = np.zeros((4, 2)), np.zeros((4, 2))
         (
             lambda: sbc_ranks(_NoLogProb(), THETA, X, n_posterior_samples=0),
             ValueError,
-            "n_posterior_samples == 0, must be >= 1",
+            "n_posterior_samples must be a positive integer, got 0",
         ),
         (
             lambda: sbc_ranks(_WrongShape(), THETA, X, n_posterior_samples=5),
