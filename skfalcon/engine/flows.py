@@ -17,12 +17,14 @@ Gaussian base represents exactly, while densities stay densities of :math:`v`.
 
 import functools
 import math
+import threading
 
 import torch
 import zuko
 from torch import Tensor, nn
 
 from skfalcon.engine.normalization import RunningNorm
+from skfalcon.engine.seeding import torch_seed_scope
 
 __all__ = ["FLOW_FAMILIES", "NormalizedFlow", "build_flow"]
 
@@ -43,6 +45,8 @@ FLOW_FAMILIES = {
     "gf": zuko.flows.GF,
 }
 
+# Serializes the rare draws that must go through torch's global random state.
+_GLOBAL_RNG_LOCK = threading.Lock()
 # Families whose transforms are splines with a number of bins.
 _SPLINE_FAMILIES = ("nsf", "nsf_coupling", "ncsf")
 
@@ -66,6 +70,35 @@ def build_flow(
 def _probit_log_det(w: Tensor, b: float) -> Tensor:
     r""":math:`\sum_i \log |\partial w_i / \partial v_i| = \sum_i -\log(2b) - \log \varphi(w_i)`."""
     return (0.5 * w.square() + 0.5 * math.log(2 * math.pi) - math.log(2 * b)).sum(-1)
+
+
+def _rsample_and_log_prob(dist, shape, generator: torch.Generator | None):
+    r"""zuko's ``rsample_and_log_prob`` with the base noise drawn from ``generator``.
+
+    :math:`z \sim p(z)` from the generator, :math:`x = f^{-1}(z)` and
+    :math:`\log q(x) = \log p(z) - \log |\det \partial f^{-1} / \partial z|`. Gaussian
+    and uniform bases (those of zuko's flows) draw from the generator directly; any other
+    base draws from torch's global state, seeded from the generator, under a lock and
+    restored after.
+    """
+    if generator is None:
+        return dist.rsample_and_log_prob(shape)
+    base = dist.base
+    inner = base.base_dist if isinstance(base, torch.distributions.Independent) else base
+    if isinstance(inner, torch.distributions.Normal | torch.distributions.Uniform):
+        location = inner.loc if isinstance(inner, torch.distributions.Normal) else inner.low
+        size = torch.Size(shape) + base.batch_shape + base.event_shape
+        draw = torch.randn if isinstance(inner, torch.distributions.Normal) else torch.rand
+        noise = draw(size, generator=generator, dtype=location.dtype, device=location.device)
+        if isinstance(inner, torch.distributions.Normal):
+            z = inner.loc + inner.scale * noise
+        else:
+            z = inner.low + (inner.high - inner.low) * noise
+        x, ladj = dist.transform.inv.call_and_ladj(z)
+        return x, base.log_prob(z) - ladj
+    seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+    with _GLOBAL_RNG_LOCK, torch_seed_scope(seed, generator.device):
+        return dist.rsample_and_log_prob(shape)
 
 
 class NormalizedFlow(nn.Module):
@@ -113,10 +146,16 @@ class NormalizedFlow(nn.Module):
         return self.flow(context).log_prob(self._normalize(w)) + self._log_det() + log_det
 
     def sample_and_log_prob(
-        self, shape: tuple[int, ...], context: Tensor | None = None
+        self,
+        shape: tuple[int, ...],
+        context: Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Draw ``shape + batch`` samples with their log-densities in one pass."""
-        z, log_q = self.flow(context).rsample_and_log_prob(shape)
+        """Draw ``shape + batch`` samples with their log-densities in one pass.
+
+        With a ``generator`` the base noise comes from it, not from torch's global state.
+        """
+        z, log_q = _rsample_and_log_prob(self.flow(context), shape, generator)
         w = z if self.norm is None else self.norm.inverse(z)
         v, log_det = self._from_real(w)
         return v, log_q + self._log_det() + log_det

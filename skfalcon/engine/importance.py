@@ -70,6 +70,7 @@ def draw_candidates(
     *,
     beta: float,
     bound: float,
+    generator: torch.Generator | None = None,
 ) -> CandidatePool:
     """Draw ``n_candidates`` per observation from :math:`g = \\beta q + (1 - \\beta) m`.
 
@@ -82,12 +83,12 @@ def draw_candidates(
     conditional, marginal = posterior.conditional, posterior.inference_marginal
     parts_u, parts_q, parts_m = [], [], []
     if n_q > 0:
-        u_q, log_q = conditional.sample_and_log_prob((n_q,), summary)
+        u_q, log_q = conditional.sample_and_log_prob((n_q,), summary, generator=generator)
         parts_u.append(u_q)
         parts_q.append(log_q)
         parts_m.append(marginal.log_prob(u_q))
     if n_m > 0:
-        u_m, log_m = marginal.sample_and_log_prob((n_m,))
+        u_m, log_m = marginal.sample_and_log_prob((n_m,), generator=generator)
         u_m = u_m.unsqueeze(1).expand(n_m, m, u_m.shape[-1])
         parts_u.append(u_m)
         parts_q.append(conditional.log_prob(u_m, summary))
@@ -108,7 +109,9 @@ def effective_sample_size(log_weights: Tensor, dim: int = 0) -> Tensor:
     )
 
 
-def systematic_resample(log_weights: Tensor, n: int) -> Tensor:
+def systematic_resample(
+    log_weights: Tensor, n: int, generator: torch.Generator | None = None
+) -> Tensor:
     r"""Indices ``(m, n)`` of ``n`` draws per row of ``log_weights`` ``(m, N)``, systematically.
 
     One uniform offset per row places ``n`` evenly spaced points :math:`(k + U)/n` on the
@@ -124,10 +127,10 @@ def systematic_resample(log_weights: Tensor, n: int) -> Tensor:
     cdf = cdf / cdf[:, -1:]
     points = (
         torch.arange(n, device=cdf.device, dtype=cdf.dtype)
-        + torch.rand(m, 1, device=cdf.device, dtype=cdf.dtype)
+        + torch.rand(m, 1, generator=generator, device=cdf.device, dtype=cdf.dtype)
     ) / n
     index = torch.searchsorted(cdf, points, right=True).clamp_max(size - 1)
-    order = torch.argsort(torch.rand(m, n, device=cdf.device), dim=-1)
+    order = torch.argsort(torch.rand(m, n, generator=generator, device=cdf.device), dim=-1)
     return torch.gather(index, 1, order)
 
 
@@ -179,17 +182,23 @@ def importance_sample(
     exponent: float = 1.0,
     min_ess: float = 0.0,
     max_rounds: int = 1,
+    generator: torch.Generator | None = None,
 ) -> ImportanceSample:
     r"""Resample ``n_samples`` per observation from pools of ``n_samples * num_proposals``.
 
     The pool grows by another such draw while the effective sample size of some
     observation is below ``min_ess``, for at most ``max_rounds`` draws in all (one host
-    sync per draw). Uses torch's global random state (seed it from outside).
+    sync per draw). Draws from ``generator``, or torch's global random state without one.
     """
     candidates, log_weights, log_targets, log_normalizers, outside = ([] for _ in range(5))
     for _ in range(max_rounds):
         pool = draw_candidates(
-            posterior, summary, n_samples * num_proposals, beta=beta, bound=bound
+            posterior,
+            summary,
+            n_samples * num_proposals,
+            beta=beta,
+            bound=bound,
+            generator=generator,
         )
         log_target = exponent * pool.log_ratio
         log_w = log_target - pool.log_proposal
@@ -210,7 +219,7 @@ def importance_sample(
     n_conditional = max(pool.n_conditional * len(outside), 1)
     out_of_cube = torch.stack(outside).sum(0).to(log_w.dtype) / n_conditional
 
-    index = systematic_resample(log_w.T, n_samples)  # (m, n)
+    index = systematic_resample(log_w.T, n_samples, generator)  # (m, n)
     u = u.transpose(0, 1)  # (m, N, d)
     samples = torch.gather(u, 1, index.unsqueeze(-1).expand(-1, -1, u.shape[-1]))
     sample_log_target = torch.gather(log_target.T, 1, index)  # (m, n)

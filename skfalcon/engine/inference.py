@@ -17,7 +17,8 @@ For summaries :math:`s` of :math:`m` observations,
 All work is done in chunks of :func:`inference_rows` rows per forward pass, which bounds
 memory: on the CPU, activations of :math:`2^{14}` rows are reused by the allocator while
 larger ones are mapped afresh and page-fault on every operation; a GPU wants large batches.
-Every function uses torch's global random state: seed it from outside.
+Functions draw from a ``torch.Generator`` when given one, else from torch's global random
+state.
 """
 
 import math
@@ -27,11 +28,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from skfalcon.engine.importance import draw_candidates, importance_sample, log_normalizer
+from skfalcon.engine.importance import draw_candidates, importance_sample
 from skfalcon.engine.posterior import DualFlowPosterior
-from skfalcon.engine.seeding import torch_seed_scope
 
 __all__ = [
+    "LOG_Z_TOLERANCE",
     "LogNormalizerCache",
     "SamplerConfig",
     "inference_rows",
@@ -45,9 +46,12 @@ _INFERENCE_ROWS = {"cpu": 2**14, "cuda": 2**18}
 # of n, systematic resampling still repeats every candidate whose weight exceeds 1/n.
 _ESS_PER_SAMPLE = 4
 _MAX_POOL_ROUNDS = 8
-# Candidates per observation for log Z(x); with a pool efficiency near 1/2 the standard
-# error of log Z is about 0.03.
+# log Z(x) is estimated from pools of this many candidates per observation, until its
+# standard error is below LOG_Z_TOLERANCE nats or _LOG_Z_MAX_CANDIDATES were drawn.
 _LOG_Z_CANDIDATES = 2048
+_LOG_Z_MAX_CANDIDATES = 2**17
+#: The accuracy, in nats (standard error), to which :math:`\log Z(x)` is estimated.
+LOG_Z_TOLERANCE = 0.02
 
 
 def inference_rows(device: torch.device) -> int:
@@ -107,15 +111,21 @@ def sample_posterior(
     sampler: SamplerConfig,
     device: torch.device,
     exponent: float = 1.0,
+    generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Samples ``(m, n, d)``, ESS ``(m,)`` and normalized target log-densities ``(m, n)``."""
+    """Samples ``(m, n, d)``, ESS ``(m,)`` and normalized target log-densities ``(m, n)``.
+
+    Random numbers come from ``generator`` (on ``device``), else from torch's global state.
+    """
     m, rows = summary.shape[0], inference_rows(device)
     if network.inference_marginal is None or (
         network.marginal_policy.is_exact_prior and exponent == 1.0
     ):
         # The target is q (times a constant): exact draws, no candidates.
         def draw(obs, count):
-            u, log_q = network.conditional.sample_and_log_prob((count,), summary[obs])
+            u, log_q = network.conditional.sample_and_log_prob(
+                (count,), summary[obs], generator=generator
+            )
             return u.transpose(0, 1), log_q.transpose(0, 1)
 
         u, log_density = _over_grid(draw, m, n, rows)
@@ -132,6 +142,7 @@ def sample_posterior(
             exponent=exponent,
             min_ess=_ESS_PER_SAMPLE * count,
             max_rounds=_MAX_POOL_ROUNDS,
+            generator=generator,
         )
         return result.u, result.log_density, result.ess[:, None]
 
@@ -153,44 +164,79 @@ def log_ratio(
 
 @dataclass
 class LogNormalizerCache:
-    r""":math:`\log Z(x)` of a fitted posterior, estimated once per observation and kept.
+    r""":math:`\log Z(x)` of a fitted posterior, estimated to a stated accuracy and kept.
 
-    ``seed`` seeds the candidate pools so every call, and every copy of a saved model,
-    reports the same values; ``beta`` is the candidate mixture's weight of :math:`q`.
-    Keyed by bytes the caller derives from each observation.
+    For each observation, pools of candidates from :math:`g = \beta q + (1 - \beta) m`
+    give :math:`\hat Z = \frac1N \sum_i w_i` with :math:`w = (q / m) / g` (inside the
+    cube). The standard error of :math:`\log \hat Z` is, to first order,
+
+    .. math::
+
+        \mathrm{se} = \frac{\hat\sigma_w}{\sqrt{N}\,\hat Z},
+
+    and pools are added until it is below ``tolerance`` or ``max_candidates`` are spent.
+    ``seed`` seeds the pools (a generator of their own, torch's global state untouched),
+    so every call, and every copy of a saved model, reports the same values. Keyed by bytes
+    the caller derives from each observation; ``values`` maps a key to
+    ``(log Z, standard error)``.
     """
 
     seed: int
     beta: float = 0.5
     values: dict = field(default_factory=dict)
+    tolerance: float = LOG_Z_TOLERANCE
+    max_candidates: int = _LOG_Z_MAX_CANDIDATES
 
     def get(
         self, network: DualFlowPosterior, x: Tensor, keys: list[bytes], device: torch.device
-    ) -> Tensor:
-        """:math:`\\log Z` of the observations ``x`` ``(k, D)``, float64 of shape ``(k,)``."""
+    ) -> tuple[Tensor, Tensor]:
+        r""":math:`\log Z` of the observations ``x`` ``(k, D)`` and its standard error, each
+        float64 of shape ``(k,)``; the error is 0 where :math:`Z` is exact."""
         if network.marginal_policy.is_exact_prior:
             # q/m = q (2b)^d with q normalized on the cube (the probit map): Z = (2b)^d.
             log_volume = network.features * math.log(2 * network.uniform.bound)
-            return torch.full((len(keys),), log_volume, dtype=torch.float64)
+            return (
+                torch.full((len(keys),), log_volume, dtype=torch.float64),
+                torch.zeros(len(keys), dtype=torch.float64),
+            )
         missing = [i for i, key in enumerate(keys) if key not in self.values]
         if missing:
             chunk = max(1, inference_rows(device) // _LOG_Z_CANDIDATES)
-            xt = x[missing].to(device)
-            with torch.no_grad(), torch_seed_scope(self.seed, device):
-                estimates = [
-                    log_normalizer(
-                        draw_candidates(
-                            network,
-                            network.embed(xt[rows]),
-                            _LOG_Z_CANDIDATES,
-                            beta=self.beta,
-                            bound=_cube_bound(network),
-                        )
-                    )
-                    .cpu()
-                    .double()
-                    for rows in row_chunks(len(missing), chunk)
-                ]
-            for i, value in zip(missing, torch.cat(estimates).tolist(), strict=True):
-                self.values[keys[i]] = value
-        return torch.tensor([self.values[key] for key in keys], dtype=torch.float64)
+            generator = torch.Generator(device=device).manual_seed(self.seed)
+            with torch.no_grad():
+                for rows in row_chunks(len(missing), chunk):
+                    summary = network.embed(x[missing][rows].to(device))
+                    log_z, se = self._estimate(network, summary, generator)
+                    for i, value, error in zip(
+                        missing[rows], log_z.tolist(), se.tolist(), strict=True
+                    ):
+                        self.values[keys[i]] = (value, error)
+        log_z, se = zip(*(self.values[key] for key in keys), strict=True)
+        return torch.tensor(log_z, dtype=torch.float64), torch.tensor(se, dtype=torch.float64)
+
+    def _estimate(self, network, summary: Tensor, generator) -> tuple[Tensor, Tensor]:
+        r"""Pooled :math:`\log \hat Z` and its standard error for summaries ``(m, c)``."""
+        m = summary.shape[0]
+        sum_w = torch.full((m,), -math.inf, dtype=torch.float64, device=summary.device)
+        sum_w2 = sum_w.clone()
+        n = 0
+        while True:
+            pool = draw_candidates(
+                network,
+                summary,
+                _LOG_Z_CANDIDATES,
+                beta=self.beta,
+                bound=_cube_bound(network),
+                generator=generator,
+            )
+            log_w = (pool.log_ratio - pool.log_proposal).double()
+            log_w = torch.where(pool.in_cube & torch.isfinite(log_w), log_w, -math.inf)
+            sum_w = torch.logaddexp(sum_w, torch.logsumexp(log_w, dim=0))
+            sum_w2 = torch.logaddexp(sum_w2, torch.logsumexp(2 * log_w, dim=0))
+            n += _LOG_Z_CANDIDATES
+            # Relative variance of the weights: E[w^2] / E[w]^2 - 1.
+            spread = torch.expm1((sum_w2 - math.log(n)) - 2 * (sum_w - math.log(n)))
+            se = (spread.clamp_min(0) / n).sqrt()
+            if bool((se < self.tolerance).all()) or n >= self.max_candidates:
+                break
+        return (sum_w - math.log(n)).cpu(), se.nan_to_num(math.inf).cpu()

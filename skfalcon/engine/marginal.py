@@ -59,12 +59,16 @@ class UniformCube(nn.Module):
         return torch.full(v.shape[:-1], self._log_density, dtype=v.dtype, device=v.device)
 
     def sample_and_log_prob(
-        self, shape: tuple[int, ...], context: Tensor | None = None
+        self,
+        shape: tuple[int, ...],
+        context: Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor]:
         anchor = self._anchor
-        v = self.bound * (
-            2 * torch.rand(*shape, self.features, dtype=anchor.dtype, device=anchor.device) - 1
+        unit = torch.rand(
+            *shape, self.features, generator=generator, dtype=anchor.dtype, device=anchor.device
         )
+        v = self.bound * (2 * unit - 1)
         return v, self.log_prob(v)
 
 
@@ -90,25 +94,29 @@ class PriorMixture:
         return self._mix(self.uniform.log_prob(v), self.flow.log_prob(v))
 
     def sample_and_log_prob(
-        self, shape: tuple[int, ...], context: Tensor | None = None
+        self,
+        shape: tuple[int, ...],
+        context: Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor]:
         # Each draw comes from the prior with probability alpha, else from the flow; the
         # flow's density is evaluated only at the prior's draws.
         n = math.prod(shape)
         device = self.uniform._anchor.device
-        n_prior = int((torch.rand(n, device=device) < self.prior_fraction).sum())
+        coins = torch.rand(n, generator=generator, device=device)
+        n_prior = int((coins < self.prior_fraction).sum())
         parts = []  # (v, log density of the mixture); zuko cannot take empty batches
         if n > n_prior:
-            v_flow, log_flow = self.flow.sample_and_log_prob((n - n_prior,))
+            v_flow, log_flow = self.flow.sample_and_log_prob((n - n_prior,), generator=generator)
             parts.append((v_flow, self._mix(self.uniform.log_prob(v_flow), log_flow)))
         if n_prior:
-            v_prior, log_prior = self.uniform.sample_and_log_prob((n_prior,))
+            v_prior, log_prior = self.uniform.sample_and_log_prob((n_prior,), generator=generator)
             if parts:
                 v_prior = v_prior.to(parts[0][0].dtype)
             parts.append((v_prior, self._mix(log_prior, self.flow.log_prob(v_prior))))
         v = torch.cat([p[0] for p in parts])
         log_density = torch.cat([p[1] for p in parts])
-        order = torch.randperm(n, device=v.device)
+        order = torch.randperm(n, generator=generator, device=v.device)
         v, log_density = v[order], log_density[order]
         return v.reshape(*shape, v.shape[-1]), log_density.reshape(shape)
 

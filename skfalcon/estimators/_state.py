@@ -103,10 +103,14 @@ def _migrate_0_1(state: dict) -> dict:
     fraction = state.pop("prior_fraction_", None)
     policy = MarginalPolicy("none" if marginal is None else marginal, fraction)
     state.pop("n_parameters_", None)
+    # Its networks saw x unstandardized.
+    n_features = state["n_observation_features_"]
+    state["x_shift_"], state["x_scale_"] = np.zeros(n_features), np.ones(n_features)
+    # Its cached log Z values came from one fixed pool, without a standard error: they are
+    # estimated again, to today's tolerance.
+    state.pop("_log_z_cache", None)
     state["_log_z"] = LogNormalizerCache(
-        seed=state.pop("_log_z_seed", 0),
-        beta=state.get("proposal_mixture_beta", 0.5),
-        values=state.pop("_log_z_cache", {}),
+        seed=state.pop("_log_z_seed", 0), beta=state.get("proposal_mixture_beta", 0.5)
     )
     state["_network_state"] = {
         "spec": NetworkSpec.from_dict(state.pop("_network_spec")),

@@ -41,9 +41,10 @@ class _GaussianFlow(nn.Module):
     def log_prob(self, v, context=None):
         return self._dist(context).log_prob(v)
 
-    def sample_and_log_prob(self, shape, context=None):
+    def sample_and_log_prob(self, shape, context=None, generator=None):
         d = self._dist(context)
-        v = d.sample(shape) if self.conditional else d.sample(shape)
+        noise = torch.randn(torch.Size(shape) + d.mean.shape, generator=generator)
+        v = d.mean + d.stddev * noise
         return v, d.log_prob(v)
 
 

@@ -55,7 +55,7 @@ class _Normal:
     def log_prob(self, v, context=None):
         return self.dist.log_prob(v).sum(-1)
 
-    def sample_and_log_prob(self, shape, context=None):
+    def sample_and_log_prob(self, shape, context=None, generator=None):
         v = self.dist.sample((*shape, 1))
         return v, self.log_prob(v)
 
@@ -86,7 +86,7 @@ class _NoEmptyBatches(_Normal):
         assert v.shape[0] > 0, "empty batch"
         return super().log_prob(v)
 
-    def sample_and_log_prob(self, shape, context=None):
+    def sample_and_log_prob(self, shape, context=None, generator=None):
         assert shape[0] > 0, "empty batch"
         return super().sample_and_log_prob(shape)
 

@@ -216,7 +216,8 @@ def test_exact_marginal_samples_the_conditional_flow_directly(fitted_moons, moon
     # Exact draws: no resampling, so no repeated rows.
     assert len(np.unique(theta[0], axis=0)) == 400
     with torch.no_grad():
-        summary = fitted_moons.network_.embed(torch.as_tensor(x[:1], dtype=torch.float32))
+        x_std = (x[:1] - fitted_moons.x_shift_) / fitted_moons.x_scale_
+        summary = fitted_moons.network_.embed(torch.as_tensor(x_std, dtype=torch.float32))
         u = fitted_moons.network_.conditional.sample_and_log_prob((4000,), summary)[0]
     # The prior is uniform on [-1, 1] and the cube [-2, 2]: theta = u / 2.
     for column in range(2):
