@@ -1,6 +1,7 @@
 """FlowPosteriorEstimator: the scikit-learn façade of the dual-flow posterior."""
 
 import copy
+import os
 import warnings
 
 import numpy as np
@@ -22,6 +23,7 @@ from skfalcon.engine import (
     train,
     validation_mask,
 )
+from skfalcon.estimators._names import check_names
 from skfalcon.estimators._observations import (
     embedding_spec,
     flatten_observations,
@@ -38,6 +40,7 @@ from skfalcon.estimators._training_data import (
 from skfalcon.priors import Standardizer, make_prior
 from skfalcon.utils import draw_seed, resolve_device, round_seed
 from skfalcon.utils.validation import (
+    as_array_input,
     check_magnitude,
     check_positive_int,
     named_errors,
@@ -46,6 +49,9 @@ from skfalcon.utils.validation import (
 
 __all__ = ["FlowPosteriorEstimator"]
 
+#: The most bytes :meth:`FlowPosteriorEstimator.sample` returns from one call: a quarter of
+#: the machine's physical memory, at most 8 GiB (intermediate arrays take a few times more).
+MAX_SAMPLE_BYTES = min(2**33, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4)
 # Hyperparameters that inference reads; validated on their own, so that a bad training
 # hyperparameter set after a fit does not block sampling the fitted model.
 _INFERENCE_PARAMS = ("num_proposals", "proposal_mixture_beta", "gamma")
@@ -168,7 +174,12 @@ class FlowPosteriorEstimator(BaseEstimator):
     n_features_in_ : int
         Number of columns of ``theta`` seen in ``fit``.
     feature_names_in_ : ndarray of str
-        Column names of ``theta``, when it was a DataFrame with string column names.
+        Column names of ``theta``, when it was a DataFrame with string column names; a
+        DataFrame ``theta`` given to any method must have these columns (or the inferred
+        ones only, for :meth:`log_prob`), in this order.
+    observation_names_in_ : ndarray of str
+        Column names of ``x``, when it was a DataFrame with string column names; checked
+        likewise for every DataFrame (or Series, for one observation) ``x``.
     n_observation_features_ : int
         Number of features of ``x``, flattened (for dict observations, of all inputs).
     observation_shape_ : tuple of int or dict of str to tuple of int
@@ -331,6 +342,10 @@ class FlowPosteriorEstimator(BaseEstimator):
         space = self.parameter_space_
         return space if space.is_prior else None
 
+    def _inferred_columns(self) -> np.ndarray:
+        space = self.parameter_space_
+        return space.inferred_mask if space.is_prior else np.ones(space.n_parameters, bool)
+
     @property
     def n_parameters_(self) -> int:
         return self.parameter_space_.n_inferred
@@ -456,38 +471,19 @@ class FlowPosteriorEstimator(BaseEstimator):
         store, seed, x_scaling, n_discarded = self._next_store(previous, rows, x, params, warm)
         policy = choose_marginal(space.is_prior, store.prior_fraction(), params.marginal)
         config = params.training_config(max_epochs)
-        progress = FitProgress(config.max_epochs) if params.verbose else None
         with torch_seed_scope(seed, device):
             network = self._round_network(params, space, x, y, warm, reset_network)
             network.set_marginal_policy(policy)
-            try:
-                result = train(
-                    network,
-                    store,
-                    config,
-                    device,
-                    on_epoch_end=progress,
-                    epoch_offset=len(self.history_) if warm else 0,
-                )
-            except TrainingDivergedError as exc:
-                raise RuntimeError(
-                    f"Training diverged: {exc} (lr={params.lr}). Lower lr, raise batch_size, "
-                    "or check x and theta for extreme values; the estimator was left as it "
-                    "was before this call."
-                ) from None
-            finally:
-                if progress is not None:
-                    progress.close()
+            result = _train(
+                network, store, config, device, params, len(self.history_) if warm else 0
+            )
         if result.interrupted and not result.history:
             # Nothing was learned: the estimator stays as it was, fitted or not.
             raise KeyboardInterrupt
         report_fit(result, config.max_epochs, len(store), policy)
 
-        self.n_features_in_ = features[0] if not warm else self.n_features_in_
-        if not warm and features[1] is not None:
-            self.feature_names_in_ = features[1]
-        elif not warm and hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
+        if not warm:
+            self._set_features(*features)
         self.parameter_space_ = space
         self.x_shift_, self.x_scale_ = x_scaling
         self.n_observation_features_ = x.shape[1]
@@ -505,6 +501,17 @@ class FlowPosteriorEstimator(BaseEstimator):
         self.n_skipped_steps_ = result.n_skipped_steps
         self.interrupted_ = result.interrupted
         return self
+
+    def _set_features(self, n_features: int, theta_names, x_names) -> None:
+        self.n_features_in_ = n_features
+        for attribute, names in (
+            ("feature_names_in_", theta_names),
+            ("observation_names_in_", x_names),
+        ):
+            if names is not None:
+                setattr(self, attribute, names)
+            elif hasattr(self, attribute):
+                delattr(self, attribute)
 
     def _round_network(self, params, space, x, y, warm: bool, reset: bool):
         """The network a round trains: new, rebuilt from the spec, or a copy of the current
@@ -557,6 +564,10 @@ class FlowPosteriorEstimator(BaseEstimator):
         """Observations as flat float64 rows ``(m, D)`` and whether a single one was given."""
         if x is None:
             raise ValueError(f"{name} is None; expected an array of numbers.")
+        check_names(x, name, type(self).__name__, getattr(self, "observation_names_in_", None))
+        x = as_array_input(x)
+        if np.ndim(x) == 0 and self.observation_shape_ == (1,):
+            x = np.reshape(x, (1,))  # a number is one observation of a one-feature model
         with named_errors(name):
             x2d, single = flatten_observations(
                 x, self.observation_shape_, name=name, owner=type(self).__name__, batch=batch
@@ -606,11 +617,18 @@ class FlowPosteriorEstimator(BaseEstimator):
             observation or ``(n_observations, n_samples, n_parameters)`` for several.
         ess : float or ndarray of shape (n_observations,)
             Only with ``return_ess``. A warning is emitted when it is below ``n_samples``.
+
+        Raises
+        ------
+        ValueError
+            If the output alone would take more than ``MAX_SAMPLE_BYTES`` (a quarter of
+            the machine's memory, at most 8 GiB), before any work is done.
         """
         check_is_fitted(self, "network_")
         n_samples = check_positive_int(n_samples, "n_samples")
         sampler, _ = self._inference_settings()
         x2d, single = self._check_observations(x)
+        _check_output_size(len(x2d), n_samples, self.n_parameters_)
         generator = self._generator(self._seed(random_state))
         with torch.no_grad():
             u, ess, _ = sample_posterior(
@@ -653,7 +671,10 @@ class FlowPosteriorEstimator(BaseEstimator):
         return self._log_prob(theta, x2d)
 
     def _log_prob(self, theta, x2d: np.ndarray) -> np.ndarray:
-        theta = to_float_array(theta, "theta")
+        names = getattr(self, "feature_names_in_", None)
+        inferred = None if names is None else names[self._inferred_columns()]
+        check_names(theta, "theta", type(self).__name__, names, inferred)
+        theta = to_float_array(as_array_input(theta), "theta")
         given_shape = theta.shape
         theta = theta[None, :] if theta.ndim == 1 else theta
         allowed = {self.n_parameters_, self.n_features_in_}
@@ -812,6 +833,35 @@ class FlowPosteriorEstimator(BaseEstimator):
         theta = prior.complete(u[0].to("cpu", torch.float64).numpy(), seed)
         log_prob = log_density[0].to("cpu", torch.float64).numpy() + prior.theta_to_u(theta)[1]
         return (theta, log_prob) if return_log_prob else theta
+
+
+def _train(network, store, config, device, params, epoch_offset: int):
+    """Train with a progress bar when ``verbose``; divergence as an error that says what to do."""
+    progress = FitProgress(config.max_epochs) if params.verbose else None
+    try:
+        return train(
+            network, store, config, device, on_epoch_end=progress, epoch_offset=epoch_offset
+        )
+    except TrainingDivergedError as exc:
+        raise RuntimeError(
+            f"Training diverged: {exc} (lr={params.lr}). Lower lr, raise batch_size, or check "
+            "x and theta for extreme values; the estimator was left as it was before this call."
+        ) from None
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+def _check_output_size(n_observations: int, n_samples: int, n_parameters: int) -> None:
+    """Refuse a draw whose float64 output alone exceeds :data:`MAX_SAMPLE_BYTES`."""
+    size = n_observations * n_samples * n_parameters * 8
+    if size > MAX_SAMPLE_BYTES:
+        raise ValueError(
+            f"sample would return {size / 2**30:.1f} GiB ({n_observations} observation(s) x "
+            f"{n_samples} samples x {n_parameters} parameters in float64), above the limit "
+            f"of {MAX_SAMPLE_BYTES / 2**30:.1f} GiB (a quarter of this machine's memory, at "
+            "most 8 GiB); draw fewer samples per call, or the observations in batches."
+        )
 
 
 def _feature_scaling(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -12,18 +12,36 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.utils.validation import check_consistent_length, validate_data
 
+from skfalcon.estimators._names import check_names, column_names
 from skfalcon.estimators._observations import flatten_training_observations
-from skfalcon.utils.validation import MAX_ABS_VALUE, exceeds_magnitude, named_errors, to_float_array
+from skfalcon.utils.validation import (
+    MAX_ABS_VALUE,
+    as_array_input,
+    exceeds_magnitude,
+    named_errors,
+    to_float_array,
+)
 
-__all__ = ["TrainingRows", "check_theta_log_prob", "check_training_data", "to_training_rows"]
+__all__ = [
+    "MIN_SIMULATIONS",
+    "TrainingRows",
+    "check_theta_log_prob",
+    "check_training_data",
+    "to_training_rows",
+]
+
+
+#: Fewer simulations than this in a first fit warn: the posterior will be poor.
+MIN_SIMULATIONS = 100
 
 
 def check_training_data(estimator, X, y, nan_policy: str, reset: bool, observation_shape=None):
     """``theta`` ``(n, p)`` and flat ``x`` ``(n, D)`` as float64, and the mask of kept rows.
 
-    With ``reset`` the feature names and count of ``theta`` are recorded on a probe, not
-    on ``estimator``, and returned as ``(n_features_in_, feature_names_in_ or None)`` so the
-    caller can assign them when the fit succeeds; otherwise they are checked against it.
+    With ``reset`` the feature count and names of ``theta`` (recorded on a probe, not on
+    ``estimator``) and the column names of ``x`` are returned as ``(n_features_in_,
+    feature_names_in_ or None, observation_names_in_ or None)`` so that the caller can
+    assign them when the fit succeeds; otherwise they are checked against the estimator's.
     """
     owner = type(estimator).__name__
     if y is None:
@@ -33,13 +51,26 @@ def check_training_data(estimator, X, y, nan_policy: str, reset: bool, observati
         )
     target = object.__new__(type(estimator)) if reset else estimator
     with named_errors("theta (X)"):
-        theta = validate_data(target, X, reset=reset, dtype=np.float64, ensure_min_samples=1)
-    features = (target.n_features_in_, getattr(target, "feature_names_in_", None))
+        theta = validate_data(
+            target, as_array_input(X), reset=reset, dtype=np.float64, ensure_min_samples=1
+        )
+    x_names = column_names(y) if reset else None
+    if not reset:
+        check_names(y, "x (y)", owner, getattr(estimator, "observation_names_in_", None))
+    features = (target.n_features_in_, getattr(target, "feature_names_in_", None), x_names)
     with named_errors("x (y)"):
-        x = flatten_training_observations(y, len(theta), observation_shape, owner)
+        x = flatten_training_observations(as_array_input(y), len(theta), observation_shape, owner)
     with named_errors("theta (X) and x (y)"):
         check_consistent_length(theta, x)
     keep = _apply_nan_policy(x, nan_policy)
+    if reset and 1 < keep.sum() < MIN_SIMULATIONS:
+        warnings.warn(
+            f"Only {int(keep.sum())} simulations: below {MIN_SIMULATIONS}, the flows learn "
+            "little more than the prior and the posterior may be far off. Neural posterior "
+            "estimation usually needs thousands.",
+            UserWarning,
+            stacklevel=4,
+        )
     return theta[keep], x[keep], keep, features
 
 

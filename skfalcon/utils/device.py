@@ -16,6 +16,11 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(
+            f"device={device!r} was requested but Apple's MPS backend is not available on "
+            "this machine; use device='cpu' or device='auto'."
+        )
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(

@@ -7,6 +7,7 @@ from sklearn.utils import check_array
 
 __all__ = [
     "MAX_ABS_VALUE",
+    "as_array_input",
     "check_magnitude",
     "check_positive_int",
     "exceeds_magnitude",
@@ -81,3 +82,15 @@ def check_positive_int(value, name: str) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
     return int(value)
+
+
+def as_array_input(value):
+    """``value`` with torch tensors detached and moved to the CPU as numpy arrays, so that
+    a tensor that requires grad, or lives on a GPU, is read like any array."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    if type(value) is dict:  # named observations (not a dict subclass such as a dok_matrix)
+        return {k: as_array_input(v) for k, v in value.items()}
+    return value

@@ -127,3 +127,92 @@ def test_theta_that_overflows_standardization_is_an_error(tiny):
     x = np.zeros((3, 2))
     with pytest.raises(ValueError, match=r"theta \(X\) column 0 cannot be standardized"):
         FlowPosteriorEstimator(**tiny).fit(theta, x)
+
+
+def _frame_data():
+    pd = pytest.importorskip("pandas")
+    task = TwoMoons()
+    theta = task.sample_prior(300, random_state=0)
+    x = task.simulate(theta, random_state=1)
+    return (
+        pd,
+        task,
+        pd.DataFrame(theta, columns=["a", "b"]),
+        pd.DataFrame(x, columns=["x1", "x2"]),
+    )
+
+
+def test_column_names_are_checked_in_every_method(tiny):
+    pd, task, theta, x = _frame_data()
+    est = FlowPosteriorEstimator(prior=task.prior, random_state=0, **tiny).fit(theta, x)
+    assert list(est.feature_names_in_) == ["a", "b"]
+    assert list(est.observation_names_in_) == ["x1", "x2"]
+    swapped_x = x[["x2", "x1"]]
+    swapped_theta = theta[["b", "a"]]
+    match = r"has columns \['x2', 'x1'\], but FlowPosteriorEstimator was fitted with"
+    for call in (
+        lambda: est.sample(swapped_x.iloc[:2], 3),
+        lambda: est.sample(swapped_x.iloc[0], 3),  # one observation as a Series
+        lambda: est.log_prob(theta.iloc[:3], swapped_x.iloc[:1]),
+        lambda: est.sample_proposal(swapped_x.iloc[0], 3),
+        lambda: est.log_normalizer(swapped_x.iloc[:1]),
+        lambda: est.score(theta, swapped_x),
+        lambda: est.partial_fit(theta, swapped_x),
+    ):
+        with pytest.raises(ValueError, match=match):
+            call()
+    with pytest.raises(ValueError, match=r"theta has columns \['b', 'a'\]"):
+        est.log_prob(swapped_theta.iloc[:3], x.iloc[0])
+    # The right names in the right order give the same numbers as arrays.
+    np.testing.assert_array_equal(
+        est.log_prob(theta.iloc[:5], x.iloc[0]), est.log_prob(theta.to_numpy()[:5], x.to_numpy()[0])
+    )
+
+
+def test_a_failed_fit_with_other_names_keeps_the_old_names(tiny):
+    pd, task, theta, x = _frame_data()
+    est = FlowPosteriorEstimator(prior=task.prior, random_state=0, **tiny).fit(theta, x)
+    wide = theta.assign(c=0.0)
+    with pytest.raises(ValueError, match="theta has 3 columns but the prior has 2"):
+        est.fit(wide, x.rename(columns={"x1": "y1"}))
+    assert list(est.feature_names_in_) == ["a", "b"] and est.n_features_in_ == 2
+    assert list(est.observation_names_in_) == ["x1", "x2"]
+
+
+def test_awkward_but_valid_inputs_are_read_as_arrays(fitted_moons, moons_data, tiny):
+    task, theta, x = moons_data
+    # Negative strides and tensors that require grad.
+    reversed_x = x[::-1]
+    np.testing.assert_array_equal(
+        fitted_moons.sample(reversed_x[:2], 4, random_state=0),
+        fitted_moons.sample(np.ascontiguousarray(reversed_x[:2]), 4, random_state=0),
+    )
+    tensor = torch.as_tensor(x[:1]).requires_grad_(True)
+    assert fitted_moons.sample(tensor, 4).shape == (1, 4, 2)
+    est = FlowPosteriorEstimator(prior=task.prior, random_state=0, **tiny)
+    est.fit(torch.as_tensor(theta).requires_grad_(True), torch.as_tensor(x[:, :1]))
+    # A number is one observation of a one-feature model.
+    assert est.sample(0.3, 5).shape == (5, 2)
+
+
+def test_a_tiny_training_set_warns(tiny):
+    task = TwoMoons()
+    theta = task.sample_prior(40, random_state=0)
+    with pytest.warns(UserWarning, match=r"Only 40 simulations: below 100"):
+        FlowPosteriorEstimator(prior=task.prior, **tiny).fit(theta, task.simulate(theta))
+
+
+def test_a_sample_too_large_for_memory_is_refused_up_front(fitted_moons, moons_data):
+    from skfalcon.estimators._flow_posterior import MAX_SAMPLE_BYTES
+
+    _, _, x = moons_data
+    n = MAX_SAMPLE_BYTES // (2 * 8) + 1
+    with pytest.raises(ValueError, match=r"sample would return \d+\.\d GiB .* above the limit"):
+        fitted_moons.sample(x[0], n)
+
+
+def test_unavailable_devices_are_named(moons_data):
+    _, theta, x = moons_data
+    if not torch.backends.mps.is_available():
+        with pytest.raises(ValueError, match=r"device='mps' was requested but Apple's MPS"):
+            FlowPosteriorEstimator(device="mps").fit(theta, x)
