@@ -9,6 +9,10 @@ any joblib backend, Dask or Ray included, spreads the work) and continues traini
 came from, so no round needs re-weighting. What each round does is its strategy's
 (:mod:`skfalcon.sequential.strategies`); the loop runs it on public methods of the
 estimator only.
+
+Work is not lost: Ctrl-C, or an error in a round, ends the run with the completed rounds
+kept (``interrupted_``); a failing or hanging simulator call is raised or dropped, by
+``on_simulator_error``.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ import time
 import warnings
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
+from skfalcon.estimators._observations import observation_shape_of
 from skfalcon.estimators._params import (
     PositiveInt,
     RandomStateLike,
@@ -32,7 +38,17 @@ from skfalcon.estimators._params import (
     validate_params,
 )
 from skfalcon.sequential.strategies import STRATEGIES, Round, Strategy
-from skfalcon.simulation import check_observation, match_observation, simulate, simulator_name
+from skfalcon.simulation import (
+    DEFAULT_CHUNK_SIZE,
+    SimulatorError,
+    _seed_sequence,
+    check_observation,
+    concatenate_observations,
+    match_observation,
+    simulate,
+    simulator_name,
+    take_observations,
+)
 from skfalcon.utils import draw_seed
 from skfalcon.utils.validation import check_positive_int
 
@@ -62,6 +78,9 @@ class SequentialParams(BaseModel):
     n_rounds: PositiveInt = 4
     truncation_margin: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.25
     n_jobs: int | None = None
+    simulation_chunk_size: PositiveInt = DEFAULT_CHUNK_SIZE
+    simulation_timeout: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = None
+    on_simulator_error: Literal["raise", "drop"] = "raise"
     random_state: RandomStateLike = None
     verbose: Verbosity = 0
 
@@ -135,7 +154,11 @@ class SequentialInference(BaseEstimator):
         returns ``n`` observations: an array ``(n, *observation_shape)`` (``(n,)`` for
         one feature; a series ``(n, length)``, an image ``(n, channels, h, w)``), or a dict
         of such arrays for named outputs, as :meth:`~skfalcon.FlowPosteriorEstimator.fit`
-        takes ``x``. Its randomness is its own: seed it inside if runs must repeat.
+        takes ``x``. A simulator with an ``rng`` keyword gets a
+        :class:`numpy.random.Generator` for each call, else one with a ``random_state``
+        keyword an int (:func:`skfalcon.simulation.simulate`): seeds drawn from
+        ``random_state``, independent for every chunk. Any other simulator's randomness
+        is its own: seed it inside if runs must repeat.
     strategy : {"standard", "amortized", "round_based", "truncated"}, default="standard"
         The strategy objects of :mod:`skfalcon.sequential.strategies`:
         ``"standard"``: continuous resampling while training; ``"amortized"``: one set of
@@ -169,13 +192,31 @@ class SequentialInference(BaseEstimator):
         so that boxes are nested and the store's rows are distributed as the prior inside
         the last one.
     n_jobs : int, default=None
-        Parallel simulation: the parameters of a round are split into as many chunks as
-        joblib runs at once and each chunk is one ``simulator`` call in
-        ``joblib.Parallel(n_jobs)``. ``None`` means one call, unless a joblib backend
-        context (``joblib.parallel_backend("dask")``, Ray's) is active, which then runs
-        the chunks on its workers. ``-1`` uses all cores.
+        Parallel simulation: each chunk of a round's parameters is one ``simulator`` call
+        in ``joblib.Parallel(n_jobs)``. ``None`` runs them one after the other, unless a
+        joblib backend context (``joblib.parallel_backend("dask")``, Ray's) is active,
+        which then runs them on its workers. ``-1`` uses all cores. Results do not depend
+        on it.
+    simulation_chunk_size : int, default=32
+        Rows per ``simulator`` call. The first round's first row is simulated alone
+        first, a pilot that checks ``x_obs`` before the budget is spent.
+    simulation_timeout : float, default=None
+        Seconds joblib waits for a chunk before it counts as failed (then
+        ``on_simulator_error`` decides). Process workers past it are killed; a thread
+        cannot be, and runs on in the background. Not enforced (warned) when the
+        simulator runs in this process (``n_jobs=None`` or 1, no backend context). The
+        clock includes starting a fresh pool of process workers (seconds).
+    on_simulator_error : {"raise", "drop"}, default="raise"
+        A chunk whose simulator call raises, returns observations of the wrong shape or
+        runs past ``simulation_timeout``: ``"raise"`` stops the run and raises (a
+        :class:`~skfalcon.simulation.SimulatorError`, or a ``ValueError`` for a wrong
+        shape) naming the simulator and the chunk; the completed rounds are kept in
+        ``estimator_`` and ``history_`` (``interrupted_`` is True). ``"drop"`` warns,
+        drops the chunk's rows (they count against the budget, in ``n_failed``) and goes
+        on; a round in which every chunk fails raises.
     random_state : int, RandomState instance or None, default=None
-        Seeds the proposals and, when set, the estimator's training in each round.
+        Seeds the proposals, the simulator's calls and, when set, the estimator's
+        training in each round.
     verbose : int, default=0
         Show a progress bar over rounds with the budget spent, the validation loss and
         the ESS.
@@ -187,17 +228,25 @@ class SequentialInference(BaseEstimator):
     history_ : list of dict
         One record per round (per resample for ``"standard"``): ``round``,
         ``n_simulations`` (new in this round), ``n_simulations_total``, ``n_dropped``,
-        ``n_stored`` (rows in the estimator's store), ``n_epochs``, ``train_loss`` and
+        ``n_failed`` (rows of failed chunks, ``on_simulator_error="drop"``), ``n_stored``
+        (rows in the estimator's store), ``n_epochs``, ``train_loss`` and
         ``val_loss`` (last epoch of the round; the validation set grows across rounds, so
         compare within a round), ``ess`` (effective sample size of the importance pool of
         ``estimator_.sample(x_obs, 1000)``), ``truncation_volume`` (``"truncated"``: the
         fraction of the hypercube's volume the round's simulations were drawn from;
-        ``None`` for the other strategies), ``seconds_simulate``, ``seconds_train``.
+        ``None`` for the other strategies), ``seconds_simulate``, ``seconds_train``,
+        ``interrupted`` (True on the last record of an interrupted run).
     n_simulations_ : int
-        Simulations run, dropped ones included.
+        Simulations run in the completed rounds, dropped and failed ones included.
     n_dropped_simulations_ : int
         Simulations dropped because their observation held NaN or infinity
         (``nan_policy="drop"``).
+    n_failed_simulations_ : int
+        Simulations dropped because their chunk failed (``on_simulator_error="drop"``).
+    interrupted_ : bool
+        Whether the run stopped before its budget was spent and trained: by Ctrl-C, or
+        by an error raised from a round (``history_`` and ``estimator_`` then hold the
+        completed rounds, the last training possibly cut short).
     x_obs_ : ndarray of shape observation_shape, or dict of ndarray
         The observation the loop focused on, as float64.
     truncation_box_ : ndarray of shape (2, n_prior_parameters)
@@ -239,6 +288,9 @@ class SequentialInference(BaseEstimator):
         n_rounds=4,
         truncation_margin=0.25,
         n_jobs=None,
+        simulation_chunk_size=32,
+        simulation_timeout=None,
+        on_simulator_error="raise",
         random_state=None,
         verbose=0,
     ):
@@ -251,18 +303,26 @@ class SequentialInference(BaseEstimator):
         self.n_rounds = n_rounds
         self.truncation_margin = truncation_margin
         self.n_jobs = n_jobs
+        self.simulation_chunk_size = simulation_chunk_size
+        self.simulation_timeout = simulation_timeout
+        self.on_simulator_error = on_simulator_error
         self.random_state = random_state
         self.verbose = verbose
 
     def run(self, x_obs, n_simulations):
         """Spend ``n_simulations`` simulator runs learning the posterior of ``x_obs``.
 
+        Ctrl-C stops the run at once and keeps the completed rounds (``interrupted_``,
+        with a warning); so does an error in a round, which is then re-raised. With no
+        round completed, both propagate and nothing is set.
+
         Parameters
         ----------
         x_obs : array-like of shape observation_shape, or dict of array-like
             The observation to focus on: one output of the simulator, without the batch
             axis (a leading axis of length 1 is accepted); a dict with the simulator's
-            names for named outputs.
+            names for named outputs. Checked against a single pilot simulation before
+            the rest of the budget is spent.
         n_simulations : int
             Simulation budget: rows passed to the simulator in all rounds together.
 
@@ -281,17 +341,48 @@ class SequentialInference(BaseEstimator):
         run = _Run(params, strategy, estimator, x_obs, rng)
         try:
             run.run(rounds)
+        except Exception as exc:
+            if run.history:  # the completed rounds are work worth keeping
+                self._keep(run, interrupted=True)
+                warnings.warn(
+                    f"SequentialInference stopped in round {len(run.history)} by "
+                    f"{type(exc).__name__}; the {len(run.history)} completed rounds "
+                    f"({run.n_simulations} simulations) are kept in estimator_ and history_, "
+                    "and interrupted_ is True.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            raise
         finally:
             run.close_progress()
+        self._keep(run, interrupted=run.interrupted)
+        if run.interrupted:
+            warnings.warn(
+                f"SequentialInference was interrupted after {len(run.history)} of "
+                f"{len(rounds)} rounds ({run.n_simulations} of {n_simulations} simulations); "
+                "estimator_ and history_ keep the completed rounds (the last one flagged "
+                "'interrupted'), and interrupted_ is True.",
+                UserWarning,
+                stacklevel=2,
+            )
+        else:
+            _warn_collapsed_weights(self.history_, params.strategy)
+        return self
+
+    def _keep(self, run: _Run, *, interrupted: bool) -> None:
+        """Set the fitted attributes, together, from the completed rounds of ``run``."""
+        if interrupted:
+            run.history[-1]["interrupted"] = True
         self.estimator_ = run.estimator
         self.history_ = run.history
         self.n_simulations_ = run.n_simulations
         self.n_dropped_simulations_ = run.n_dropped
+        self.n_failed_simulations_ = run.n_failed
         self.x_obs_ = run.x_obs
-        _warn_collapsed_weights(self.history_, params.strategy)
-        if params.strategy == "truncated":
-            self.truncation_box_ = estimator.prior_.box_to_theta(*strategy.current_box())
-        return self
+        self.interrupted_ = interrupted
+        if run.strategy.name == "truncated":
+            box = run.strategy.trained_box  # the last completed round's, not a proposed one
+            self.truncation_box_ = run.estimator.prior_.box_to_theta(*box)
 
 
 def _working_estimator(params: SequentialParams, strategy: Strategy, rounds, rng):
@@ -345,18 +436,38 @@ class _Run:
         self.estimator = estimator
         self.x_obs = x_obs
         self.rng = rng
+        # One seed sequence for the run's simulations: each simulate call spawns a child.
+        self.streams = _seed_sequence(rng)
+        self.observation_shape = None  # known from the first simulation that succeeds
         self.history: list[dict] = []
         self.n_simulations = 0
         self.n_dropped = 0
+        self.n_failed = 0
+        self.interrupted = False
         self._bar = None
 
     def run(self, rounds: list[Round]) -> None:
+        """Run the rounds; stop at once on Ctrl-C, or when training was cut short by one.
+
+        A ``KeyboardInterrupt`` (from the simulator, the proposal or training) ends the run
+        after the completed rounds; with none completed it propagates.
+        """
         if self.params.verbose:
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=len(rounds), desc=self.strategy.name, unit="round", leave=True)
         for i, planned in enumerate(rounds):
-            self.step(planned, final=i == len(rounds) - 1)
+            try:
+                self.step(planned, final=i == len(rounds) - 1)
+            except KeyboardInterrupt:
+                if not self.history:
+                    raise
+                self.interrupted = True
+            # partial_fit catches a Ctrl-C during training, keeps its best weights and
+            # says so in interrupted_: the user asked the run to stop, not that epoch.
+            self.interrupted |= bool(getattr(self.estimator, "interrupted_", False))
+            if self.interrupted:
+                return
 
     def close_progress(self) -> None:
         if self._bar is not None:
@@ -367,10 +478,10 @@ class _Run:
         estimator, n = self.estimator, planned.size
         start = time.perf_counter()
         theta, log_prob = self.strategy.propose(estimator, self.x_obs, n, draw_seed(self.rng))
-        x = simulate(self.params.simulator, theta, self.params.n_jobs)
-        self.n_simulations += n
-        if not self.history:  # the first outputs tell what one observation looks like
-            self.x_obs = match_observation(self.x_obs, x, simulator_name(self.params.simulator))
+        x, keep = self.simulate(theta)
+        if not keep.all():  # failed chunks (on_simulator_error="drop") train nothing
+            theta = theta[keep]
+            log_prob = None if log_prob is None else log_prob[keep]
         seconds_simulate = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -387,32 +498,88 @@ class _Run:
                     theta, x, theta_log_prob=log_prob, max_epochs=planned.max_epochs
                 )
         seconds_train = time.perf_counter() - start
+        # Counted once the round is trained: the counts describe the completed rounds.
+        n_failed = int((~keep).sum())
+        self.n_simulations += n
+        self.n_failed += n_failed
         self.n_dropped += estimator.n_dropped_simulations_
-        self._record(
-            n, estimator.n_dropped_simulations_, n_epochs_before, seconds_simulate, seconds_train
-        )
+        self._record(n, n_failed, n_epochs_before, seconds_simulate, seconds_train)
 
-    def _record(self, n, n_dropped, n_epochs_before, seconds_simulate, seconds_train) -> None:
+    def simulate(self, theta):
+        """The observations of the rows of ``theta`` that succeeded, and which those are.
+
+        The first round starts with a pilot: its first row alone, so that an ``x_obs`` of
+        another shape than the simulator's is refused after one simulation, not a round.
+        """
+        if self.observation_shape is not None:
+            return self._simulate(theta)
+        try:
+            x, keep = self._simulate(theta[:1])
+        except SimulatorError:
+            if self.params.on_simulator_error == "raise" or len(theta) == 1:
+                raise
+            # A dropped pilot: the first chunk of the rest that succeeds checks x_obs.
+            x, keep = None, np.zeros(1, dtype=bool)
+        if len(theta) == 1:
+            return x, keep
+        x_rest, keep_rest = self._simulate(theta[1:])
+        keep = np.concatenate([keep, keep_rest])
+        return (x_rest if x is None else concatenate_observations([x, x_rest])), keep
+
+    def _simulate(self, theta):
+        """One :func:`simulate` call on its own seed stream; checks ``x_obs`` the first time."""
+        params = self.params
+        x, failed = simulate(
+            params.simulator,
+            theta,
+            n_jobs=params.n_jobs,
+            random_state=self.streams.spawn(1)[0],
+            chunk_size=params.simulation_chunk_size,
+            timeout=params.simulation_timeout,
+            on_error=params.on_simulator_error,
+            observation_shape=self.observation_shape,
+            return_failed=True,
+        )
+        x = take_observations(x, ~failed) if failed.any() else x
+        if self.observation_shape is None:  # the first outputs tell what one observation is
+            self.x_obs = match_observation(self.x_obs, x, simulator_name(params.simulator))
+            self.observation_shape = observation_shape_of(x)
+        return x, ~failed
+
+    def _ess(self) -> float:
+        """The ESS of a posterior draw for ``x_obs``; NaN when Ctrl-C cuts it short, which
+        stops the run after this (trained) round."""
+        seed = draw_seed(self.rng)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # a low ESS is recorded, not warned
+                _, ess = self.estimator.sample(
+                    self.x_obs, _ESS_SAMPLES, random_state=seed, return_ess=True
+                )
+        except KeyboardInterrupt:
+            self.interrupted = True
+            return math.nan
+        return float(ess)
+
+    def _record(self, n, n_failed, n_epochs_before, seconds_simulate, seconds_train) -> None:
         estimator = self.estimator
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # a low ESS is recorded, not warned
-            _, ess = estimator.sample(
-                self.x_obs, _ESS_SAMPLES, random_state=draw_seed(self.rng), return_ess=True
-            )
+        ess = self._ess()
         last = estimator.history_[-1] if estimator.history_ else {}
         record = {
             "round": len(self.history),
             "n_simulations": n,
             "n_simulations_total": self.n_simulations,
-            "n_dropped": n_dropped,
+            "n_dropped": estimator.n_dropped_simulations_,
+            "n_failed": n_failed,
             "n_stored": estimator.n_stored_simulations_,
             "n_epochs": len(estimator.history_) - n_epochs_before,
             "train_loss": float(last.get("train_loss", math.nan)),
             "val_loss": float(last.get("val_loss", math.nan)),
-            "ess": float(ess),
+            "ess": ess,
             **self.strategy.record(estimator),
             "seconds_simulate": seconds_simulate,
             "seconds_train": seconds_train,
+            "interrupted": False,
         }
         self.history.append(record)
         logger.info(

@@ -149,6 +149,9 @@ class TruncatedStrategy(Strategy):
         self.resample_batch_size = resample_batch_size
         self.truncation_margin = truncation_margin
         self.box: tuple[np.ndarray, np.ndarray] | None = None  # (low, high) in u
+        # The box of the last round that was trained: an interrupted round's box, proposed
+        # but never simulated or trained, must not be reported as the run's.
+        self.trained_box: tuple[np.ndarray, np.ndarray] | None = None
         self.prior = None
 
     def rounds(self, n_simulations: int) -> list[Round]:
@@ -177,8 +180,10 @@ class TruncatedStrategy(Strategy):
         return self.box if self.box is not None else self.prior.cube_box()
 
     def record(self, estimator) -> dict:
+        """Called once a round is trained: its box becomes :attr:`trained_box`."""
         self.prior = estimator.prior_
-        return {"truncation_volume": self.prior.box_volume(*self.current_box())}
+        self.trained_box = self.current_box()
+        return {"truncation_volume": self.prior.box_volume(*self.trained_box)}
 
 
 #: Strategy names and the knobs of :class:`~skfalcon.SequentialInference` each takes.

@@ -13,6 +13,7 @@ from sklearn.base import clone
 
 from skfalcon import FlowPosteriorEstimator, SequentialInference
 from skfalcon.datasets import TwoMoons
+from skfalcon.simulation import SimulatorError
 
 PRIOR = [("uniform", -1.0, 1.0), ("uniform", -1.0, 1.0)]
 X_OBS = np.array([0.3, -0.2])
@@ -172,7 +173,8 @@ def test_truncated_rounds_draw_from_nested_boxes_around_the_posterior(tiny):
     assert volumes[-1] < 0.1
     low, high = seq.truncation_box_
     assert np.all((low < X_OBS) & (X_OBS < high))
-    last = simulator.calls[-1]
+    # The last round's rows: its simulator calls, one per chunk.
+    last = np.concatenate(simulator.calls)[-seq.history_[-1]["n_simulations"] :]
     assert np.all((low <= last) & (last <= high))
     # Uniform in the box (the prior is uniform here): the rows fill it, edge to edge.
     spread = (last.max(0) - last.min(0)) / (high - low)
@@ -228,11 +230,11 @@ def test_run_under_dask_backend(estimator):
     ):
         seq = loop(estimator, dask_worker_simulator).run(X_OBS, 300)
     assert seq.n_simulations_ == 300
-    with pytest.raises(ValueError, match="dask|worker"):  # the simulator really needs dask
+    with pytest.raises(SimulatorError, match="dask|worker"):  # the simulator really needs dask
         loop(estimator, dask_worker_simulator).run(X_OBS, 300)
 
 
-def test_threads_split_the_batch(estimator):
+def test_threads_split_the_batch_into_fixed_chunks(estimator):
     calls = []
 
     def counting(theta):  # a closure: fine in threads, no pickling
@@ -240,8 +242,9 @@ def test_threads_split_the_batch(estimator):
         return toy_simulator(theta)
 
     with joblib.parallel_backend("threading"):
-        loop(estimator, counting, n_jobs=2).run(X_OBS, 300)
-    assert sorted(calls) == [50, 50, 100, 100]
+        loop(estimator, counting, n_jobs=2, simulation_chunk_size=50).run(X_OBS, 300)
+    # Round 0: a pilot row, then 199 rows in chunks of 50; round 1: 100 rows.
+    assert sorted(calls) == [1, 49] + [50] * 5
 
 
 def test_nan_rows_are_dropped_and_counted(estimator):
@@ -344,6 +347,10 @@ def test_one_feature_simulator_output_is_a_column(tiny):
         ("truncation_margin", -0.1, r"truncation_margin=-0.1 \(input should be greater than"),
         ("truncation_margin", float("nan"), r"truncation_margin=nan"),
         ("n_jobs", 0, r"n_jobs=0 \(expected None, a positive int"),
+        ("simulation_chunk_size", 0, r"simulation_chunk_size=0 \(input should be greater"),
+        ("simulation_timeout", 0, r"simulation_timeout=0 \(input should be greater than 0"),
+        ("simulation_timeout", "1s", r"simulation_timeout='1s'"),
+        ("on_simulator_error", "ignore", r"on_simulator_error='ignore' \(input should be 'raise'"),
         ("random_state", "seed", r"random_state='seed'"),
         ("simulator", 3, r"simulator=3 \(expected a callable"),
         ("estimator", "est", r"estimator='est' \(expected a FlowPosteriorEstimator"),
