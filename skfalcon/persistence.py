@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import pickle
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -92,6 +93,7 @@ def save(estimator: FlowPosteriorEstimator, path, *, format=None, compress: int 
     if format is None:
         format = "joblib" if path.suffix.lower() in _JOBLIB_SUFFIXES else "safe"
     if format == "joblib":
+        _warn_main_classes(estimator)
         joblib.dump(estimator, path, compress=compress)
     elif format == "safe":
         _write_safe(estimator, path)
@@ -141,11 +143,39 @@ def load(path, *, expected: type = FlowPosteriorEstimator):
 def _read_joblib(path):
     try:
         return joblib.load(path)
+    except (AttributeError, ModuleNotFoundError) as exc:
+        # pickle stores classes by module and name: one defined in the saving script
+        # (__main__) or in a module that is not installed here cannot be found.
+        raise ValueError(
+            f"Could not load {str(path)!r}: it refers to code this process cannot import "
+            f"({exc}). A custom embedding module must be defined in an importable module "
+            "(not in a script or notebook's __main__) on both machines; or save with the "
+            "safe format, which holds preset embeddings only."
+        ) from exc
     except (EOFError, pickle.UnpicklingError, ValueError, KeyError, IndexError) as exc:
         raise ValueError(
             f"Could not load a skfalcon model from {str(path)!r}: the file is truncated or "
             f"not a joblib/pickle file ({type(exc).__name__}: {exc or 'unexpected end'})."
         ) from exc
+
+
+def _warn_main_classes(estimator) -> None:
+    """Warn when the pickle will name classes of ``__main__``, which loads nowhere else."""
+    modules = getattr(estimator, "embedding", None)
+    modules = modules.values() if isinstance(modules, dict) else [modules]
+    names = [
+        type(m).__qualname__
+        for m in modules
+        if m is not None and not isinstance(m, str) and type(m).__module__ == "__main__"
+    ]
+    if names:
+        warnings.warn(
+            f"The embedding {', '.join(names)} is defined in __main__ (this script or "
+            "notebook): the file will load only where that same definition runs first. "
+            "Define it in an importable module to load the model elsewhere.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 # --------------------------------------------------------------------------- the safe format

@@ -316,3 +316,37 @@ def test_partial_fit_rounds_draw_fresh_randomness_from_an_int_seed(moons_data, t
     again = FlowPosteriorEstimator(prior=task.prior, random_state=0, **tiny)
     again.partial_fit(theta[:300], x[:300]).partial_fit(theta[300:], x[300:])
     assert torch.equal(again._store.is_validation, est._store.is_validation)
+
+
+class _InterruptAt(torch.nn.Module):
+    """An embedding that raises KeyboardInterrupt at its ``at``-th training forward pass."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at, self.calls = at, 0
+        self.linear = torch.nn.Linear(2, 2)
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls == self.at:
+                raise KeyboardInterrupt
+        return self.linear(x)
+
+
+def test_ctrl_c_in_the_first_epoch_leaves_no_fitted_model(moons_data, tiny):
+    task, theta, x = moons_data
+    est = FlowPosteriorEstimator(prior=task.prior, embedding=_InterruptAt(2), **tiny)
+    with pytest.raises(KeyboardInterrupt):
+        est.fit(theta, x)
+    assert not hasattr(est, "network_") and not hasattr(est, "n_features_in_")
+
+
+def test_ctrl_c_later_keeps_the_best_weights_and_says_so(moons_data, tiny):
+    task, theta, x = moons_data
+    # 540 training rows in batches of 64: 9 steps an epoch, so the 20th is in the third.
+    est = FlowPosteriorEstimator(prior=task.prior, embedding=_InterruptAt(20), **tiny)
+    with pytest.warns(UserWarning, match="Training was interrupted"):
+        est.fit(theta, x)
+    assert est.interrupted_ and est.n_iter_ == 2
+    assert est.sample(x[0], 3).shape == (3, 2)

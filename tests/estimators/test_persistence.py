@@ -86,3 +86,50 @@ def test_the_sequential_loop_uses_public_estimator_methods_only():
         estimator_methods = {n for n in dir(FlowPosteriorEstimator) if n.startswith("_")}
         private = calls & estimator_methods - {"__init__"}
         assert not private, (module.name, private)
+
+
+_MAIN_EMBEDDING_SCRIPT = """
+import sys, warnings
+import torch
+import skfalcon
+from skfalcon import FlowPosteriorEstimator
+from skfalcon.datasets import TwoMoons
+
+class MyNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 3)
+
+    def forward(self, x):
+        return self.linear(x)
+
+task = TwoMoons()
+theta = task.sample_prior(200, random_state=0)
+x = task.simulate(theta, random_state=1)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    est = FlowPosteriorEstimator(
+        prior=task.prior, embedding=MyNet(), max_epochs=1, num_transforms=1,
+        hidden_features=(8,), device="cpu",
+    ).fit(theta, x)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    skfalcon.save(est, sys.argv[1])
+print("|".join(str(w.message) for w in caught))
+"""
+
+
+def test_an_embedding_defined_in_main_warns_at_save_and_fails_clearly_at_load(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "model.joblib"
+    script = tmp_path / "fit.py"
+    script.write_text(_MAIN_EMBEDDING_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), str(path)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "MyNet is defined in __main__" in done.stdout
+    with pytest.raises(ValueError, match=r"refers to code this process cannot import .*MyNet"):
+        skfalcon.load(path)
