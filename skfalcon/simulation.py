@@ -255,7 +255,7 @@ def simulate(
 
     Returns
     -------
-    x : ndarray of shape (n_simulations, *observation_shape), or dict of ndarray
+    x : ndarray of shape ``(n_simulations, *observation_shape)``, or dict of ndarray
         The observations as float64, in the order of ``theta``.
     failed : ndarray of bool of shape (n_simulations,)
         Rows of failed chunks (their ``x`` is NaN); only when ``return_failed=True``.

@@ -188,7 +188,7 @@ class FlowPosteriorEstimator(BaseEstimator):
         Number of columns returned by :meth:`sample` (parameters not marginalized).
     parameter_space_ : FactorizedPrior or Standardizer
         The map between ``theta`` and the flows' coordinates :math:`u`.
-    x_shift_, x_scale_ : ndarray of shape (n_observation_features_,)
+    x_shift_, x_scale_ : ndarray of shape (n_flat_features,)
         Mean and standard deviation (1 for a constant feature) of each flat feature of the
         training ``x``. Every observation is standardized with them in float64 before it
         is cast to float32 for the networks, so a large offset loses no precision; the
