@@ -94,7 +94,15 @@ def save(estimator: FlowPosteriorEstimator, path, *, format=None, compress: int 
         format = "joblib" if path.suffix.lower() in _JOBLIB_SUFFIXES else "safe"
     if format == "joblib":
         _warn_main_classes(estimator)
-        joblib.dump(estimator, path, compress=compress)
+        try:
+            joblib.dump(estimator, path, compress=compress)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            path.unlink(missing_ok=True)
+            raise ValueError(
+                f"The estimator holds an object pickle cannot store ({exc}): typically a "
+                "lambda or a function defined inside another one, as embedding factory or "
+                "prior. Define it at module level, or pass a module instance."
+            ) from exc
     elif format == "safe":
         _write_safe(estimator, path)
     else:

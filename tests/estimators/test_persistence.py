@@ -7,6 +7,7 @@ import warnings
 import joblib
 import numpy as np
 import pytest
+import torch
 
 import skfalcon
 from skfalcon import FlowPosteriorEstimator
@@ -133,3 +134,14 @@ def test_an_embedding_defined_in_main_warns_at_save_and_fails_clearly_at_load(tm
     assert "MyNet is defined in __main__" in done.stdout
     with pytest.raises(ValueError, match=r"refers to code this process cannot import .*MyNet"):
         skfalcon.load(path)
+
+
+def test_an_unpicklable_embedding_factory_is_named_at_save(moons_data, tiny, tmp_path):
+    task, theta, x = moons_data
+    est = FlowPosteriorEstimator(
+        prior=task.prior, embedding=lambda shape: torch.nn.Flatten(), random_state=0, **tiny
+    ).fit(theta, x)
+    path = tmp_path / "model.joblib"
+    with pytest.raises(ValueError, match=r"pickle cannot store .*lambda"):
+        skfalcon.save(est, path)
+    assert not path.exists()
