@@ -318,7 +318,8 @@ def _enforceable(timeout, n_jobs):
     """``timeout``, or ``None`` with a warning where the simulator runs in this process."""
     if timeout is not None and joblib.effective_n_jobs(n_jobs) == 1:
         warnings.warn(
-            f"timeout={timeout} is not enforced: with n_jobs={n_jobs!r} and no parallel "
+            f"timeout={timeout} (SequentialInference: simulation_timeout) is not enforced: "
+            f"with n_jobs={n_jobs!r} and no parallel "
             "joblib backend active, the simulator runs in this process, which cannot abandon "
             "its own call. Use n_jobs >= 2 (process workers past the timeout are killed) or "
             "joblib.parallel_backend('threading', n_jobs=2).",
@@ -390,7 +391,10 @@ def _describe_failure(failure: _Failure, name: str, bounds, timeout) -> str:
     a, b = bounds[failure.index]
     where = f"chunk {failure.index} of {len(bounds)} (parameter rows {a} to {b - 1})"
     if failure.kind == "timeout":
-        return f"The simulator {name!r} ran past timeout={timeout} s on {where}"
+        return (
+            f"The simulator {name!r} ran past timeout={timeout} s (SequentialInference: "
+            f"simulation_timeout) on {where}"
+        )
     if failure.kind == "output":
         return f"{str(failure.error).rstrip('.')}; on {where}"
     error = failure.error
@@ -424,7 +428,8 @@ def _warn_dropped(failures: list, name: str, bounds, timeout) -> None:
         shown += f"; and {len(failures) - _FAILURES_SHOWN} more"
     warnings.warn(
         f"Dropped {len(failures)} of {len(bounds)} chunks ({n_rows} of {bounds[-1][1]} "
-        f"simulations) that failed (on_error='drop'); their rows of x are NaN. {shown}.",
+        f"simulations) that failed (on_error='drop'; SequentialInference: "
+        f"on_simulator_error='drop'); their rows of x are NaN. {shown}.",
         UserWarning,
         stacklevel=3,
     )

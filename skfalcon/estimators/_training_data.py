@@ -63,7 +63,7 @@ def check_training_data(estimator, X, y, nan_policy: str, reset: bool, observati
     with named_errors("theta (X) and x (y)"):
         check_consistent_length(theta, x)
     keep = _apply_nan_policy(x, nan_policy)
-    if reset and 1 < keep.sum() < MIN_SIMULATIONS:
+    if reset and keep.sum() < MIN_SIMULATIONS:
         warnings.warn(
             f"Only {int(keep.sum())} simulations: below {MIN_SIMULATIONS}, the flows learn "
             "little more than the prior and the posterior may be far off. Neural posterior "

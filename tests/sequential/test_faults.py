@@ -207,7 +207,10 @@ def test_a_hanging_chunk_runs_into_the_timeout(estimator, policy):
     start = time.perf_counter()
     with joblib.parallel_backend("threading", n_jobs=2):
         if policy == "raise":
-            with pytest.raises(SimulatorError, match=r"ran past timeout=0.5 s on chunk \d of 4"):
+            with pytest.raises(
+                SimulatorError,
+                match=r"ran past timeout=0.5 s \(SequentialInference: simulation_timeout\) on chunk \d of 4",
+            ):
                 seq.run(X_OBS, 300)
         else:
             with pytest.warns(UserWarning, match=r"Dropped 1 of 4 chunks .* ran past timeout"):
@@ -219,7 +222,10 @@ def test_a_hanging_chunk_runs_into_the_timeout(estimator, policy):
 
 def test_timeout_in_this_process_warns_that_it_is_not_enforced(estimator):
     seq = loop(estimator, toy_simulator, simulation_timeout=10.0, strategy="amortized")
-    with pytest.warns(UserWarning, match=r"timeout=10.0 is not enforced: with n_jobs=None"):
+    with pytest.warns(
+        UserWarning,
+        match=r"timeout=10.0 \(SequentialInference: simulation_timeout\) is not enforced: with n_jobs=None",
+    ):
         seq.run(X_OBS, 200)
 
 
