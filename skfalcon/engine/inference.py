@@ -22,6 +22,7 @@ state.
 """
 
 import math
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -49,9 +50,9 @@ _MAX_POOL_ROUNDS = 8
 # log Z(x) is estimated from pools of this many candidates per observation, until its
 # standard error is below LOG_Z_TOLERANCE nats or _LOG_Z_MAX_CANDIDATES were drawn.
 _LOG_Z_CANDIDATES = 2048
-_LOG_Z_MAX_CANDIDATES = 2**17
+_LOG_Z_MAX_CANDIDATES = 2**18
 #: The accuracy, in nats (standard error), to which :math:`\log Z(x)` is estimated.
-LOG_Z_TOLERANCE = 0.02
+LOG_Z_TOLERANCE = 0.005
 
 
 def inference_rows(device: torch.device) -> int:
@@ -175,8 +176,9 @@ class LogNormalizerCache:
         \mathrm{se} = \frac{\hat\sigma_w}{\sqrt{N}\,\hat Z},
 
     and pools are added until it is below ``tolerance`` or ``max_candidates`` are spent.
-    ``seed`` seeds the pools (a generator of their own, torch's global state untouched),
-    so every call, and every copy of a saved model, reports the same values. Keyed by bytes
+    ``seed`` and the observation's key seed its pools (a generator of their own, torch's
+    global state untouched), so every call, in any company and from any thread, and every
+    copy of a saved model, reports the same value for an observation. Keyed by bytes
     the caller derives from each observation; ``values`` maps a key to
     ``(log Z, standard error)``.
     """
@@ -201,16 +203,15 @@ class LogNormalizerCache:
             )
         missing = [i for i, key in enumerate(keys) if key not in self.values]
         if missing:
-            chunk = max(1, inference_rows(device) // _LOG_Z_CANDIDATES)
-            generator = torch.Generator(device=device).manual_seed(self.seed)
             with torch.no_grad():
-                for rows in row_chunks(len(missing), chunk):
-                    summary = network.embed(x[missing][rows].to(device))
-                    log_z, se = self._estimate(network, summary, generator)
-                    for i, value, error in zip(
-                        missing[rows], log_z.tolist(), se.tolist(), strict=True
-                    ):
-                        self.values[keys[i]] = (value, error)
+                summaries = network.embed(x[missing].to(device))
+                for row, i in enumerate(missing):
+                    # A stream of its own per observation: the value does not depend on
+                    # which other observations share the call, nor on the thread.
+                    seed = (self.seed + zlib.crc32(keys[i])) % 2**63
+                    generator = torch.Generator(device=device).manual_seed(seed)
+                    log_z, se = self._estimate(network, summaries[row : row + 1], generator)
+                    self.values[keys[i]] = (float(log_z[0]), float(se[0]))
         log_z, se = zip(*(self.values[key] for key in keys), strict=True)
         return torch.tensor(log_z, dtype=torch.float64), torch.tensor(se, dtype=torch.float64)
 

@@ -731,7 +731,7 @@ class FlowPosteriorEstimator(BaseEstimator):
 
         With the exact prior as :math:`m` it is :math:`d \log(2b)` exactly (error 0);
         otherwise an importance-sampling estimate whose standard error is brought below
-        0.02 nats where :math:`2^{17}` candidates suffice (a warning says when not), cached
+        0.005 nats where :math:`2^{18}` candidates suffice (a warning says when not), cached
         per observation. Without a prior, :math:`q` is normalized and the constant is 0.
 
         Parameters

@@ -1,7 +1,6 @@
 """What a person sees of a fit: the progress bar, the log line and the warnings."""
 
 import logging
-import time
 import warnings
 
 from sklearn.exceptions import ConvergenceWarning
@@ -20,7 +19,6 @@ class FitProgress:
         from tqdm.auto import tqdm
 
         self._bar = tqdm(total=total, desc="fit", unit="epoch", leave=True)
-        self._start = time.perf_counter()
 
     def __call__(self, record: dict) -> None:
         self._bar.set_postfix(
