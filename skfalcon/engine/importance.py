@@ -46,6 +46,7 @@ __all__ = [
     "effective_sample_size",
     "importance_sample",
     "log_normalizer",
+    "normalizer_log_weights",
     "systematic_resample",
 ]
 
@@ -134,13 +135,16 @@ def systematic_resample(
     return torch.gather(index, 1, order)
 
 
-def log_normalizer(pool: CandidatePool, exponent: float = 1.0) -> Tensor:
-    r"""Estimate of :math:`\log Z = \log \int_C [q(u \mid s) / m(u)]^{\kappa} \, du`, shape ``(m,)``.
-
-    Unpenalized weights of the candidates inside the cube, the target's support.
-    """
+def normalizer_log_weights(pool: CandidatePool, exponent: float = 1.0) -> Tensor:
+    r"""Log-weights :math:`\log(t / g)` of :math:`Z`'s estimate, ``(N, m)``: unpenalized,
+    and :math:`-\infty` outside the cube (the target's support) or where not finite."""
     log_w = exponent * pool.log_ratio - pool.log_proposal
-    log_w = torch.where(pool.in_cube & torch.isfinite(log_w), log_w, -math.inf)
+    return torch.where(pool.in_cube & torch.isfinite(log_w), log_w, -math.inf)
+
+
+def log_normalizer(pool: CandidatePool, exponent: float = 1.0) -> Tensor:
+    r"""Estimate of :math:`\log Z = \log \int_C [q(u \mid s) / m(u)]^{\kappa} \, du`, shape ``(m,)``."""
+    log_w = normalizer_log_weights(pool, exponent)
     return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
 
 

@@ -29,7 +29,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from skfalcon.engine.importance import draw_candidates, importance_sample
+from skfalcon.engine.importance import (
+    draw_candidates,
+    importance_sample,
+    normalizer_log_weights,
+)
 from skfalcon.engine.posterior import DualFlowPosterior
 
 __all__ = [
@@ -230,8 +234,7 @@ class LogNormalizerCache:
                 bound=_cube_bound(network),
                 generator=generator,
             )
-            log_w = (pool.log_ratio - pool.log_proposal).double()
-            log_w = torch.where(pool.in_cube & torch.isfinite(log_w), log_w, -math.inf)
+            log_w = normalizer_log_weights(pool).double()
             sum_w = torch.logaddexp(sum_w, torch.logsumexp(log_w, dim=0))
             sum_w2 = torch.logaddexp(sum_w2, torch.logsumexp(2 * log_w, dim=0))
             n += _LOG_Z_CANDIDATES

@@ -587,10 +587,23 @@ class FlowPosteriorEstimator(BaseEstimator):
         with named_errors("random_state"):
             return draw_seed(self.random_state if random_state is None else random_state)
 
-    def _generator(self, seed: int) -> torch.Generator:
-        # One generator per call, on the networks' device: torch's global random state is
-        # never used, so concurrent calls cannot change each other's draws.
-        return torch.Generator(device=self.device_).manual_seed(seed)
+    def _draw(self, x2d: np.ndarray, n: int, sampler, exponent: float, seed: int):
+        """``sample_posterior`` of the target with ``exponent`` for flat observations.
+
+        One generator per call, on the networks' device: torch's global random state is
+        never used, so concurrent calls cannot change each other's draws.
+        """
+        generator = torch.Generator(device=self.device_).manual_seed(seed)
+        with torch.no_grad():
+            return sample_posterior(
+                self.network_,
+                self._summaries(x2d),
+                n,
+                sampler,
+                self.device_,
+                exponent=exponent,
+                generator=generator,
+            )
 
     def sample(self, x, n_samples, *, random_state=None, return_ess=False):
         """Draw posterior samples of ``theta`` given observations.
@@ -629,16 +642,7 @@ class FlowPosteriorEstimator(BaseEstimator):
         sampler, _ = self._inference_settings()
         x2d, single = self._check_observations(x)
         _check_output_size(len(x2d), n_samples, self.n_parameters_)
-        generator = self._generator(self._seed(random_state))
-        with torch.no_grad():
-            u, ess, _ = sample_posterior(
-                self.network_,
-                self._summaries(x2d),
-                n_samples,
-                sampler,
-                self.device_,
-                generator=generator,
-            )
+        u, ess, _ = self._draw(x2d, n_samples, sampler, 1.0, self._seed(random_state))
         theta = self.parameter_space_.u_to_theta(u.to("cpu", torch.float64).numpy())
         ess = ess.cpu().numpy().astype(np.float64)
         _warn_low_ess(ess, n_samples)
@@ -693,14 +697,15 @@ class FlowPosteriorEstimator(BaseEstimator):
             )
         u, log_jac, support = self.parameter_space_.theta_to_u(theta)
         unique_x, inverse = np.unique(x2d, axis=0, return_inverse=True)
-        inverse = torch.as_tensor(inverse.reshape(-1)).to(self.device_)
+        inverse = inverse.reshape(-1)
         with torch.no_grad():
             u_t = torch.as_tensor(u, dtype=torch.float32).to(self.device_)
-            ratio = log_ratio(self.network_, u_t, self._summaries(unique_x), inverse, self.device_)
+            index = torch.as_tensor(inverse).to(self.device_)
+            ratio = log_ratio(self.network_, u_t, self._summaries(unique_x), index, self.device_)
             log_p = ratio.numpy() + log_jac
             if self.parameter_space_.is_prior:
                 log_z, _ = self._log_normalizers(unique_x)
-                log_p = log_p - log_z[inverse.cpu().numpy()]
+                log_p = log_p - log_z[inverse]
         return np.where(support, log_p, -np.inf)
 
     def _log_normalizers(self, unique_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -820,16 +825,7 @@ class FlowPosteriorEstimator(BaseEstimator):
                 f"{x2d.shape[0]} observations."
             )
         sampler, gamma = self._inference_settings()
-        with torch.no_grad():
-            u, _, log_density = sample_posterior(
-                self.network_,
-                self._summaries(x2d),
-                n_samples,
-                sampler,
-                self.device_,
-                exponent=1.0 - gamma,
-                generator=self._generator(seed),
-            )
+        u, _, log_density = self._draw(x2d, n_samples, sampler, 1.0 - gamma, seed)
         theta = prior.complete(u[0].to("cpu", torch.float64).numpy(), seed)
         log_prob = log_density[0].to("cpu", torch.float64).numpy() + prior.theta_to_u(theta)[1]
         return (theta, log_prob) if return_log_prob else theta
