@@ -2,8 +2,9 @@
 
 For each task and seed, one set of prior simulations is drawn and both methods
 are trained on it. Each method then samples the posterior of a few fixed
-observations, and its samples are compared with exact reference samples by
-C2ST (0.5: indistinguishable from the truth, 1.0: fully separable).
+observations, and its samples are compared with reference samples (exact, or MCMC
+validated against importance sampling) by C2ST with two classifiers, an MLP and a
+random forest (0.5: indistinguishable from the truth, 1.0: fully separable).
 
 Run ``python benchmarks/bench_accuracy.py --help`` for the options and see
 ``benchmarks/README.md`` for the setup. This is a script, not a test.
@@ -22,12 +23,32 @@ import time
 import numpy as np
 import sklearn
 import torch
+from sklearn.ensemble import RandomForestClassifier
 
 import skfalcon
-from skfalcon.datasets import GaussianLinear, TwoMoons
+from skfalcon.datasets import (
+    SLCP,
+    BernoulliGLM,
+    GaussianLinear,
+    GaussianMixture,
+    SLCPDistractors,
+    TwoMoons,
+)
 from skfalcon.metrics import c2st
 
-TASKS = {"two_moons": TwoMoons, "gaussian_linear": GaussianLinear}
+TASKS = {
+    "two_moons": TwoMoons,
+    "gaussian_linear": GaussianLinear,
+    "slcp": SLCP,
+    "gaussian_mixture": GaussianMixture,
+    "bernoulli_glm": BernoulliGLM,
+    "slcp_distractors": SLCPDistractors,
+}
+# The two classifiers of the C2ST: column name -> classifier (None: c2st's default MLP).
+C2ST_CLASSIFIERS = {
+    "c2st_mlp": None,
+    "c2st_rf": RandomForestClassifier(n_estimators=100, random_state=0),
+}
 METHODS = ("skfalcon", "sbi")
 
 
@@ -80,12 +101,20 @@ def sbi_prior(task):
     """The task's prior as the torch distribution sbi expects."""
     from sbi.utils import BoxUniform
 
-    if isinstance(task, TwoMoons):
-        return BoxUniform(low=-torch.ones(2), high=torch.ones(2))
+    if isinstance(task, (TwoMoons, SLCP, SLCPDistractors, GaussianMixture)):
+        # Every box prior here is the same interval in every coordinate.
+        _, low, high = task.prior[0]
+        d = task.n_parameters
+        return BoxUniform(low=low * torch.ones(d), high=high * torch.ones(d))
     if isinstance(task, GaussianLinear):
         return torch.distributions.MultivariateNormal(
             loc=torch.zeros(task.n_dims),
             covariance_matrix=task.prior_var * torch.eye(task.n_dims),
+        )
+    if isinstance(task, BernoulliGLM):  # the joint, correlated prior, not its marginals
+        return torch.distributions.MultivariateNormal(
+            loc=torch.zeros(task.n_parameters),
+            covariance_matrix=torch.as_tensor(task.prior_cov, dtype=torch.float32),
         )
     raise ValueError(f"no sbi prior for task {task!r}")
 
@@ -230,13 +259,13 @@ def summarize(records):
     keys = sorted({(r["task"], r["method"]) for r in records}, key=lambda k: (k[0], k[1]))
     for task, method in keys:
         runs = [r for r in records if r["task"] == task and r["method"] == method]
-        per_observation = np.median([r["c2st"] for r in runs], axis=0).tolist()
+        row = {"task": task, "method": method}
+        for name in C2ST_CLASSIFIERS:
+            row[f"{name}_median"] = statistics.median(v for r in runs for v in r[name])
+            row[f"{name}_per_observation"] = np.median([r[name] for r in runs], axis=0).tolist()
         rows.append(
             {
-                "task": task,
-                "method": method,
-                "c2st_median": statistics.median(v for r in runs for v in r["c2st"]),
-                "c2st_per_observation": per_observation,
+                **row,
                 "fit_s_median": statistics.median(r["fit_s"] for r in runs),
                 "sample_s_median": statistics.median(v for r in runs for v in r["sample_s"]),
                 "n_seeds": len(runs),
@@ -247,13 +276,17 @@ def summarize(records):
 
 def markdown_table(rows, n_samples):
     lines = [
-        f"| task | method | median C2ST | C2ST per observation | fit s | sample s ({n_samples:,}) |",
-        "|---|---|---|---|---|---|",
+        "| task | method | median c2st_mlp | c2st_mlp per observation | median c2st_rf "
+        f"| c2st_rf per observation | fit s | sample s ({n_samples:,}) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        per_obs = ", ".join(f"{v:.3f}" for v in row["c2st_per_observation"])
+        cells = []
+        for name in C2ST_CLASSIFIERS:
+            per_obs = ", ".join(f"{v:.3f}" for v in row[f"{name}_per_observation"])
+            cells.append(f"{row[f'{name}_median']:.3f} | {per_obs}")
         lines.append(
-            f"| {row['task']} | {row['method']} | {row['c2st_median']:.3f} | {per_obs} "
+            f"| {row['task']} | {row['method']} | {' | '.join(cells)} "
             f"| {row['fit_s_median']:.1f} | {row['sample_s_median']:.2f} |"
         )
     return "\n".join(lines)
@@ -298,10 +331,17 @@ def main(argv=None):
                     task, theta, x, x_obs, args.n_samples, seed
                 )
                 start = time.perf_counter()
-                scores = [c2st(ref, s) for ref, s in zip(references, samples, strict=True)]
+                scores = {
+                    name: [
+                        c2st(ref, s, classifier=classifier)
+                        for ref, s in zip(references, samples, strict=True)
+                    ]
+                    for name, classifier in C2ST_CLASSIFIERS.items()
+                }
+                shown = ", ".join(f"{k} {np.round(v, 3).tolist()}" for k, v in scores.items())
                 log(
                     f"[{task_name}] seed {seed}: {method} fit {fit_s:.1f} s, sample "
-                    f"{statistics.median(sample_s):.2f} s, C2ST {np.round(scores, 3).tolist()} "
+                    f"{statistics.median(sample_s):.2f} s, {shown} "
                     f"(C2ST took {time.perf_counter() - start:.0f} s)"
                 )
                 records.append(
@@ -311,7 +351,7 @@ def main(argv=None):
                         "seed": seed,
                         "fit_s": fit_s,
                         "sample_s": sample_s,
-                        "c2st": scores,
+                        **scores,
                     }
                 )
 
