@@ -1,9 +1,9 @@
 r"""Diagnostics of posterior estimates: do the samples match, and can they be trusted?
 
-Plain functions on arrays and on fitted estimators. An *estimator* here is anything with
-``sample(x, n_samples, random_state=...)`` (returning ``(n_observations, n_samples,
-n_parameters)`` for ``x`` of shape ``(n_observations, n_features)``) and, for
-:func:`expected_coverage_hpd`, ``log_prob(theta, x)``:
+Plain functions on arrays and on fitted estimators, returning the statistics. An
+*estimator* here is anything with ``sample(x, n_samples, random_state=...)`` (returning
+``(n_observations, n_samples, n_parameters)`` for ``x`` of shape ``(n_observations,
+n_features)``) and, for :func:`expected_coverage_hpd`, ``log_prob(theta, x)``:
 :class:`~skfalcon.FlowPosteriorEstimator` is one.
 
 **Against a reference.** :func:`c2st` trains a classifier to tell the estimator's samples
@@ -17,7 +17,8 @@ statistic :math:`T` is uniform on :math:`\{0, \dots, L\}` (simulation-based cali
 Talts et al. 2018). The statistics used here:
 
 - :func:`sbc_ranks`: each coordinate, :math:`T(\theta) = \theta_j`; test the ranks with
-  :func:`sbc_uniformity_pvalues`.
+  :func:`skfalcon.diagnostics.sbc_test` (simultaneous ECDF bands) or with the chi-square
+  test of :func:`sbc_uniformity_pvalues`.
 - :func:`expected_coverage_hpd`: the posterior density, :math:`T(\theta) = -\log
   p(\theta \mid x_i)`. The share :math:`\alpha_i` of samples denser than
   :math:`\theta^*_i` is the credibility of the smallest highest-posterior-density region
@@ -36,10 +37,9 @@ largest deviation from the diagonal rather than by their side of it.
 Calibration is necessary, not sufficient: the prior itself is perfectly calibrated. Pair
 it with :func:`c2st` where a reference exists, or with the width of the posterior.
 
-**Posterior predictive check.** :func:`posterior_predictive_check` re-simulates from
-posterior draws and asks where the observation falls among the simulations; an
-observation in the far tail of its own posterior predictive signals a poor posterior (or a
-simulator that cannot produce the data).
+**Verdicts.** These functions return the raw statistics. :mod:`skfalcon.diagnostics`
+tests them, with tolerance bands at a stated confidence and a ``passed`` verdict, and
+adds the posterior predictive check.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from scipy import stats
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils import Bunch, check_array, check_random_state, check_scalar
+from sklearn.utils import check_array, check_random_state, check_scalar
 
 from skfalcon.utils.validation import check_positive_int
 
@@ -61,7 +61,6 @@ __all__ = [
     "sbc_uniformity_pvalues",
     "expected_coverage_hpd",
     "expected_coverage_tarp",
-    "posterior_predictive_check",
 ]
 
 
@@ -348,6 +347,14 @@ def sbc_uniformity_pvalues(ranks, n_posterior_samples: int, *, n_bins: int | Non
     True
     """
     n_posterior_samples = check_positive_int(n_posterior_samples, "n_posterior_samples")
+    ranks = _check_ranks(ranks, n_posterior_samples)
+    counts, width = _rank_histograms(ranks, n_posterior_samples, n_bins)
+    expected = len(ranks) * width / (n_posterior_samples + 1)
+    return stats.chisquare(counts, np.broadcast_to(expected[:, None], counts.shape), axis=0).pvalue
+
+
+def _check_ranks(ranks, n_posterior_samples: int) -> np.ndarray:
+    """Integer ranks ``(n, d)`` in ``[0, n_posterior_samples]``, checked."""
     if np.ndim(ranks) != 2:
         raise ValueError(
             "ranks must be a 2-D array of shape (n_simulations, n_parameters); got shape "
@@ -359,9 +366,7 @@ def sbc_uniformity_pvalues(ranks, n_posterior_samples: int, *, n_bins: int | Non
             f"ranks must be integers in [0, n_posterior_samples={n_posterior_samples}]; got "
             f"values in [{ranks.min()}, {ranks.max()}]."
         )
-    counts, width = _rank_histograms(ranks.astype(np.int64), n_posterior_samples, n_bins)
-    expected = len(ranks) * width / (n_posterior_samples + 1)
-    return stats.chisquare(counts, np.broadcast_to(expected[:, None], counts.shape), axis=0).pvalue
+    return ranks.astype(np.int64)
 
 
 def _rank_histograms(ranks: np.ndarray, n_posterior_samples: int, n_bins: int | None):
@@ -452,10 +457,18 @@ def expected_coverage_hpd(
     >>> levels.shape, coverage.shape
     ((21,), (21,))
     """
+    levels = _check_levels(levels)
+    credibility = _hpd_credibility(
+        estimator, theta, x, n_posterior_samples, batch_size, random_state
+    )
+    return levels, _coverage(credibility, levels)
+
+
+def _hpd_credibility(estimator, theta, x, n_posterior_samples, batch_size, random_state):
+    """Checked inputs and the HPD credibility of each true parameter, shape ``(n,)``."""
     _check_estimator(estimator, ("sample", "log_prob"))
     theta = _check_theta(theta)
     x = _check_test_observations(x, len(theta))
-    levels = _check_levels(levels)
     n_posterior_samples = check_positive_int(n_posterior_samples, "n_posterior_samples")
     batch_size = check_positive_int(batch_size, "batch_size")
     rng = check_random_state(random_state)
@@ -477,7 +490,7 @@ def expected_coverage_hpd(
         log_p_samples = log_p[: m * n_posterior_samples].reshape(m, n_posterior_samples)
         n_denser = (log_p_samples > log_p[m * n_posterior_samples :, None]).sum(axis=1)
         credibility[rows] = (n_denser + 0.5) / (n_posterior_samples + 1)
-    return levels, _coverage(credibility, levels)
+    return credibility
 
 
 def expected_coverage_tarp(
@@ -547,6 +560,13 @@ def expected_coverage_tarp(
     >>> bool(np.abs(coverage - levels).max() < 0.1)
     True
     """
+    levels = _check_levels(levels)
+    credibility = _tarp_credibility(samples, theta, references, normalize, random_state)
+    return levels, _coverage(credibility, levels)
+
+
+def _tarp_credibility(samples, theta, references, normalize, random_state):
+    """Checked inputs and the TARP credibility of each true parameter, shape ``(n,)``."""
     theta = _check_theta(theta)
     if np.ndim(samples) != 3:
         raise ValueError(
@@ -559,7 +579,6 @@ def expected_coverage_tarp(
             f"samples of shape {samples.shape} do not match theta of shape {theta.shape}; "
             "expected (n_simulations, n_posterior_samples, n_parameters)."
         )
-    levels = _check_levels(levels)
     n, d = theta.shape
 
     if normalize:
@@ -588,103 +607,4 @@ def expected_coverage_tarp(
     distance_samples = np.linalg.norm(samples - references[:, None, :], axis=-1)
     n_closer = (distance_samples < distance_true[:, None]).sum(axis=1)
     credibility = (n_closer + 0.5) / (samples.shape[1] + 1)
-    return levels, _coverage(credibility, levels)
-
-
-def posterior_predictive_check(
-    estimator, simulator, x_obs, *, n_samples: int = 1000, random_state=None
-) -> Bunch:
-    r"""Simulate from posterior draws and place the observation among the simulations.
-
-    Draws ``n_samples`` parameters from the estimated posterior of ``x_obs``, runs the
-    simulator on them, and reports per feature the quantile of ``x_obs`` among the
-    simulated observations (the posterior predictive distribution). A feature whose
-    observed value sits in the far tail of its own posterior predictive (two-sided
-    ``p_value`` near 0) is one the posterior, or the simulator, fails to explain.
-
-    Parameters
-    ----------
-    estimator : fitted estimator
-        Has ``sample(x, n_samples, random_state=...)`` returning ``(n_samples,
-        n_parameters)`` for one observation of shape ``(n_features,)``.
-    simulator : callable
-        Maps parameters of shape ``(n, n_parameters)`` to observations of shape
-        ``(n, n_features)``, e.g. ``task.simulate``. Bind a seed with
-        :func:`functools.partial` for reproducible simulations.
-    x_obs : array-like of shape (n_features,)
-        The observation.
-    n_samples : int, default=1000
-        Number of posterior draws and simulations.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the posterior sampling.
-
-    Returns
-    -------
-    result : :class:`~sklearn.utils.Bunch`
-        Dictionary-like object with attributes
-
-        theta : ndarray of shape (n_samples, n_parameters)
-            The posterior draws.
-        x_simulated : ndarray of shape (n_samples, n_features)
-            One simulation per draw.
-        quantile : ndarray of shape (n_features,)
-            Share of simulations below ``x_obs`` (ties count half; NaN simulations are
-            left out).
-        p_value : ndarray of shape (n_features,)
-            Two-sided tail probability ``2 * min(quantile, 1 - quantile)``.
-
-    Examples
-    --------
-    >>> from functools import partial
-    >>> from skfalcon import FlowPosteriorEstimator
-    >>> from skfalcon.datasets import TwoMoons
-    >>> from skfalcon.metrics import posterior_predictive_check
-    >>> task = TwoMoons()
-    >>> theta = task.sample_prior(500, random_state=0)
-    >>> x = task.simulate(theta, random_state=1)
-    >>> est = FlowPosteriorEstimator(prior=task.prior, max_epochs=2, random_state=0)
-    >>> est = est.fit(theta, x)
-    >>> simulator = partial(task.simulate, random_state=0)
-    >>> check = posterior_predictive_check(est, simulator, x[0], n_samples=200, random_state=0)
-    >>> check.x_simulated.shape, check.p_value.shape
-    ((200, 2), (2,))
-    """
-    _check_estimator(estimator, ("sample",))
-    if not callable(simulator):
-        raise TypeError(f"simulator must be callable; got {type(simulator).__name__}.")
-    x_obs = check_array(x_obs, ensure_2d=False, dtype=np.float64, input_name="x_obs")
-    if x_obs.ndim != 1:
-        raise ValueError(
-            f"x_obs must be one observation of shape (n_features,); got shape {x_obs.shape}."
-        )
-    n_samples = check_positive_int(n_samples, "n_samples")
-    rng = check_random_state(random_state)
-
-    theta = np.asarray(
-        estimator.sample(x_obs, n_samples, random_state=_draw_seed(rng)), dtype=np.float64
-    )
-    if theta.ndim != 2 or theta.shape[0] != n_samples:
-        raise ValueError(
-            f"estimator.sample(x_obs, {n_samples}) returned shape {theta.shape}; expected "
-            f"({n_samples}, n_parameters)."
-        )
-    x_sim = np.asarray(simulator(theta), dtype=np.float64)
-    if x_sim.ndim == 1 and x_obs.shape == (1,):
-        x_sim = x_sim[:, None]
-    if x_sim.shape != (n_samples, x_obs.shape[0]):
-        raise ValueError(
-            f"simulator returned shape {x_sim.shape} for theta of shape {theta.shape}; "
-            f"expected ({n_samples}, {x_obs.shape[0]}), one observation like x_obs per row."
-        )
-    valid = ~np.isnan(x_sim)
-    n_valid = valid.sum(axis=0)
-    if np.any(n_valid == 0):
-        raise ValueError(
-            "simulator returned only NaN for feature(s) "
-            f"{np.flatnonzero(n_valid == 0).tolist()}; nothing to compare x_obs with."
-        )
-    below = (x_sim < x_obs).sum(axis=0)
-    tied = (x_sim == x_obs).sum(axis=0)
-    quantile = (below + 0.5 * tied) / n_valid
-    p_value = np.minimum(1.0, 2.0 * np.minimum(quantile, 1.0 - quantile))
-    return Bunch(theta=theta, x_simulated=x_sim, quantile=quantile, p_value=p_value)
+    return credibility

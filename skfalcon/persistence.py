@@ -20,8 +20,9 @@ bools, numbers, strings, lists, tuples, dicts, numpy arrays (numbers, or strings
 ``marginalize`` and ``hypercube_bound``), a :class:`~skfalcon.priors.Standardizer`, frozen
 continuous ``scipy.stats`` distributions (rebuilt by name from ``scipy.stats`` only), and
 the dataclasses exported by :mod:`skfalcon.engine` (network spec, marginal policy, log Z
-cache). Anything else, such as an ``nn.Module`` or callable ``embedding``, is refused at
-:func:`save` with a ``ValueError``.
+cache). Anything else, such as an ``nn.Module`` or callable ``embedding``, or an
+``x_preprocessor`` (a scikit-learn transformer, fitted or not), is refused at :func:`save`
+with a ``ValueError``: save such an estimator with joblib.
 """
 
 import dataclasses
@@ -80,8 +81,8 @@ def save(estimator: FlowPosteriorEstimator, path, *, format=None, compress: int 
     ------
     ValueError
         If ``format`` is unknown, or if the safe format cannot hold the estimator (a custom
-        embedding module or callable, a ``RandomState``, any other Python object); the
-        message names the value, and nothing is written.
+        embedding module or callable, an ``x_preprocessor``, a ``RandomState``, any other
+        Python object); the message names the value, and nothing is written.
 
     Notes
     -----
@@ -100,8 +101,9 @@ def save(estimator: FlowPosteriorEstimator, path, *, format=None, compress: int 
             path.unlink(missing_ok=True)
             raise ValueError(
                 f"The estimator holds an object pickle cannot store ({exc}): typically a "
-                "lambda or a function defined inside another one, as embedding factory or "
-                "prior. Define it at module level, or pass a module instance."
+                "lambda or a function defined inside another one, as embedding factory, "
+                "prior or FunctionTransformer of x_preprocessor. Define it at module level, "
+                "or pass a module instance."
             ) from exc
     elif format == "safe":
         _write_safe(estimator, path)
@@ -195,6 +197,14 @@ def _write_safe(estimator, path: Path) -> None:
         raise ValueError(
             f"The safe format stores a FlowPosteriorEstimator; got a {type(estimator).__name__}. "
             "Save it with format='joblib' (a pickle: loading it runs code)."
+        )
+    fitted = getattr(estimator, "x_preprocessor_", None)
+    preprocessor = getattr(estimator, "x_preprocessor", None) if fitted is None else fitted
+    if preprocessor is not None:
+        raise ValueError(
+            f"Cannot save x_preprocessor={preprocessor!r} in the safe format, which holds no "
+            "Python objects so that loading never runs code; a scikit-learn transformer is "
+            "one. Save with format='joblib' (a pickle: load it only from trusted sources)."
         )
     encoder = _Encoder()
     spec = {

@@ -8,10 +8,15 @@ is given, so figures can be combined and styled further.
   parameters marked; several sample sets overlay (an estimate and a reference).
 - :func:`plot_training_curves`: training and validation loss per epoch from
   ``history_``, the best epoch and the learning rate.
+- :func:`plot_sbc_ecdf`: the ECDF of SBC ranks minus the uniform, with the simultaneous
+  band of :func:`~skfalcon.diagnostics.sbc`.
 - :func:`plot_sbc_ranks`: histograms of :func:`~skfalcon.metrics.sbc_ranks` with the band
   a uniform histogram stays in.
-- :func:`plot_coverage`: curves of :func:`~skfalcon.metrics.expected_coverage_hpd` or
-  :func:`~skfalcon.metrics.expected_coverage_tarp` against the diagonal.
+- :func:`plot_coverage`: curves of :func:`~skfalcon.diagnostics.coverage_hpd` and
+  :func:`~skfalcon.diagnostics.coverage_tarp` (or the raw curves of
+  :mod:`skfalcon.metrics`) against the diagonal.
+- :func:`plot_predictive_check`: posterior predictive intervals per feature, with the
+  observation, from :func:`~skfalcon.diagnostics.posterior_predictive_check`.
 - :func:`plot_ess`: effective sample size of importance sampling per observation.
 """
 
@@ -28,8 +33,10 @@ from skfalcon.metrics import _rank_histograms, sbc_uniformity_pvalues
 __all__ = [
     "plot_corner",
     "plot_training_curves",
+    "plot_sbc_ecdf",
     "plot_sbc_ranks",
     "plot_coverage",
+    "plot_predictive_check",
     "plot_ess",
 ]
 
@@ -83,6 +90,7 @@ def plot_corner(
     labels=None,
     bins: int = 40,
     levels: Sequence[float] = (0.68, 0.95),
+    quantiles: Sequence[float] | None = (0.16, 0.5, 0.84),
     smooth: float = 1.0,
     truth_color: str = "k",
     fig=None,
@@ -91,23 +99,31 @@ def plot_corner(
 
     Each panel below the diagonal shows the regions of highest sample density holding
     the probability masses in ``levels``, from a 2-D histogram smoothed by a Gaussian
-    filter: filled (darker inside) for the first sample set, outlined for the others. The
-    true parameters are marked by dashed lines and a star.
+    filter: filled (darker inside) for the first sample set, outlined for the others; the
+    legend names the sets, the regions and the truth. The diagonal panels mark the
+    ``quantiles`` of the first set and give them in the title, e.g. the median with the
+    distances to the 16 % and 84 % quantiles. The true parameters are marked by dashed
+    lines and a star.
 
     Parameters
     ----------
-    samples : array-like of shape (n_samples, n_parameters), or dict of them
+    samples : array-like or DataFrame of shape (n_samples, n_parameters), or dict of them
         Posterior samples. A dict ``{name: samples}`` overlays several sets, each in its
-        own colour with a legend, e.g. ``{"skfalcon": est.sample(x_obs, 10_000),
-        "reference": task.reference_posterior(x_obs, 10_000)}``.
+        own colour, e.g. ``{"skfalcon": est.sample(x_obs, 10_000), "reference":
+        task.reference_posterior(x_obs, 10_000)}``.
     truth : array-like of shape (n_parameters,), default=None
         True parameter values to mark.
     labels : list of str, default=None
-        Parameter names; ``None`` writes :math:`\theta_1, \theta_2, \dots`.
+        Parameter names; ``None`` takes the columns of the first DataFrame among
+        ``samples``, else writes :math:`\theta_1, \theta_2, \dots`.
     bins : int, default=40
         Histogram bins per parameter.
     levels : sequence of float, default=(0.68, 0.95)
         Probability masses of the 2-D credible regions.
+    quantiles : sequence of three floats, or None, default=(0.16, 0.5, 0.84)
+        Lower, central and upper quantile of each parameter (first sample set) drawn on
+        the diagonal and written in its title as ``central +(upper - central)
+        -(central - lower)``; ``None`` draws neither.
     smooth : float, default=1.0
         Standard deviation, in bins, of the Gaussian filter applied to the 2-D
         histograms; 0 disables it.
@@ -126,18 +142,21 @@ def plot_corner(
     >>> import numpy as np
     >>> from skfalcon.plotting import plot_corner
     >>> samples = np.random.default_rng(0).normal(size=(2000, 3))
-    >>> fig = plot_corner(samples, truth=[0.0, 0.5, -0.5])
+    >>> fig = plot_corner(samples, truth=[0.0, 0.5, -0.5], labels=["a", "b", "c"])
     >>> len(fig.axes)
     9
+    >>> fig.axes[0].get_title().startswith("a = ")
+    True
     """
     plt = _pyplot()
 
-    arrays, truth, masses = _corner_inputs(samples, truth, levels)
+    arrays, truth, masses, columns = _corner_inputs(samples, truth, levels)
     d = next(iter(arrays.values())).shape[1]
-    names = _parameter_labels(labels, d)
+    names = _parameter_labels(columns if labels is None else labels, d)
+    quantiles = _check_quantiles(quantiles)
 
     if fig is None:
-        fig = plt.figure(figsize=(1.0 + 2.2 * d, 1.0 + 2.2 * d), layout="constrained")
+        fig = plt.figure(figsize=(1.0 + 2.2 * d, 1.3 + 2.2 * d), layout="constrained")
     else:
         fig.clear()
     axes = np.asarray(fig.subplots(d, d, squeeze=False))
@@ -145,7 +164,7 @@ def plot_corner(
     edges = [np.linspace(low, high, bins + 1) for low, high in ranges]
     centers = [(e[:-1] + e[1:]) / 2 for e in edges]
 
-    for k, (name, array) in enumerate(arrays.items()):
+    for k, array in enumerate(arrays.values()):
         color = f"C{k}"
         for i in range(d):
             axes[i, i].hist(
@@ -163,28 +182,78 @@ def plot_corner(
                     color,
                     filled=k == 0,
                 )
-        if name is not None:
-            axes[0, 0].plot([], [], color=color, lw=1.5, label=str(name))
-
+    if quantiles is not None:
+        _quantile_titles(axes, next(iter(arrays.values())), quantiles, names)
     _dress_corner_axes(axes, ranges, truth, names, truth_color)
-    if truth is not None:
-        axes[0, 0].plot([], [], "*--", color=truth_color, lw=1.0, label="truth")
-    if None not in arrays or truth is not None:
-        handles, handle_labels = axes[0, 0].get_legend_handles_labels()
-        # in the empty top-right panel, or on the only panel
-        legend_ax = axes[0, d - 1] if d > 1 else axes[0, 0]
-        legend_ax.legend(handles, handle_labels, loc="upper right", frameon=False)
+    _corner_legend(axes, arrays, masses, truth, truth_color)
     return fig
 
 
+def _check_quantiles(quantiles):
+    if quantiles is None:
+        return None
+    values = np.asarray(quantiles, dtype=np.float64)
+    if values.shape != (3,) or np.any((values < 0) | (values > 1)) or np.any(np.diff(values) <= 0):
+        raise ValueError(
+            "quantiles must be three increasing probabilities (lower, central, upper) in "
+            f"[0, 1], or None; got {quantiles!r}."
+        )
+    return values
+
+
+def _quantile_titles(axes, array, quantiles, names) -> None:
+    """Quantile lines on the diagonal and ``name = c +up -down`` titles."""
+    for i, name in enumerate(names):
+        low, mid, high = np.quantile(array[:, i], quantiles)
+        ax = axes[i, i]
+        for value in (low, mid, high):
+            ax.axvline(value, color="C0", lw=0.8, ls=":")
+        up, down = high - mid, mid - low
+        # two significant digits of the smaller error set the decimals of all three
+        smallest = min(up, down)
+        decimals = 2 if smallest <= 0 else max(0, 1 - int(np.floor(np.log10(smallest))))
+        ax.set_title(
+            f"{name} = ${mid:.{decimals}f}^{{+{up:.{decimals}f}}}_{{-{down:.{decimals}f}}}$",
+            fontsize="medium",
+        )
+
+
+def _corner_legend(axes, arrays, masses, truth, truth_color) -> None:
+    """One legend: the sample sets, the credible regions of the first set, the truth."""
+    from matplotlib.patches import Patch
+
+    d = axes.shape[0]
+    handles = [
+        Patch(facecolor="none", edgecolor=f"C{k}", lw=1.5, label=str(name))
+        for k, name in enumerate(arrays)
+        if name is not None
+    ]
+    if d > 1:
+        alphas = np.linspace(0.5, 0.2, len(masses))  # the inner region is the darker
+        handles += [
+            Patch(facecolor="C0", alpha=alpha, edgecolor="C0", label=f"{mass:.0%} region")
+            for mass, alpha in zip(masses, alphas, strict=True)
+        ]
+    if truth is not None:
+        (line,) = axes[0, 0].plot([], [], "*--", color=truth_color, lw=1.0, label="truth")
+        handles.append(line)
+    if handles:
+        # in the empty top-right panel, or on the only panel
+        legend_ax = axes[0, d - 1] if d > 1 else axes[0, 0]
+        legend_ax.legend(handles=handles, loc="upper right", frameon=False)
+
+
 def _corner_inputs(samples, truth, levels):
-    """Sample sets as float64 arrays, the truth and the sorted level masses, checked."""
+    """Sample sets as float64 arrays, the truth, the sorted level masses and the column
+    names of the first DataFrame (or None), checked."""
     sets = dict(samples) if isinstance(samples, Mapping) else {None: samples}
     if not sets:
         raise ValueError("samples is an empty dict; pass at least one array of samples.")
-    arrays = {}
+    arrays, columns = {}, None
     for name, array in sets.items():
         title = "samples" if name is None else f"samples[{name!r}]"
+        if columns is None and hasattr(array, "columns"):
+            columns = [str(column) for column in array.columns]
         if np.ndim(array) != 2:
             raise ValueError(
                 f"{title} must be a 2-D array of shape (n_samples, n_parameters); got shape "
@@ -202,7 +271,7 @@ def _corner_inputs(samples, truth, levels):
     masses = np.sort(np.asarray(levels, dtype=np.float64))
     if masses.ndim != 1 or len(masses) == 0 or np.any((masses <= 0) | (masses >= 1)):
         raise ValueError(f"levels must be probability masses in (0, 1); got {levels!r}.")
-    return arrays, truth, masses
+    return arrays, truth, masses, columns
 
 
 def _density_panel(ax, xs, ys, edges, centers, masses, smooth, color, filled):
@@ -343,6 +412,67 @@ def plot_training_curves(history, *, ax=None, show_lr: bool = True):
 # --------------------------------------------------------------------------- diagnostics
 
 
+def plot_sbc_ecdf(result, *, ax=None):
+    r"""ECDF of normalized SBC ranks minus the uniform CDF, with the simultaneous band.
+
+    One curve per parameter, with the band a calibrated posterior stays in at all ranks
+    and for all parameters at once with probability ``result.confidence`` (see
+    :mod:`skfalcon.diagnostics`); the legend gives each parameter's Holm-adjusted p-value.
+    A curve rising above the band then falling below it (an S) means an overconfident
+    posterior, the mirror image an underconfident one, a curve on one side a bias.
+
+    Parameters
+    ----------
+    result : SBCResult
+        From :func:`~skfalcon.diagnostics.sbc` or :func:`~skfalcon.diagnostics.sbc_test`.
+    ax : matplotlib Axes, default=None
+        Axes to draw on; ``None`` makes a figure.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfalcon.diagnostics import sbc_test
+    >>> from skfalcon.plotting import plot_sbc_ecdf
+    >>> result = sbc_test(np.random.default_rng(0).integers(0, 51, size=(200, 2)), 50)
+    >>> ax = plot_sbc_ecdf(result)
+    >>> ax.get_xlabel()
+    'normalized rank'
+    """
+    plt = _pyplot()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.0, 3.5), layout="constrained")
+    grid = np.concatenate([[0.0], result.grid, [1.0]])
+    lower = np.concatenate([[0.0], result.band[:, 0] - result.grid, [0.0]])
+    upper = np.concatenate([[0.0], result.band[:, 1] - result.grid, [0.0]])
+    family = 1 - (1 - result.confidence) / len(result.names)
+    ax.fill_between(grid, lower, upper, color="0.88", lw=0, label=f"{family:.1%} band")
+    ax.axhline(0.0, color="0.4", lw=0.8, ls="--")
+    for j, name in enumerate(result.names):
+        difference = np.concatenate([[0.0], result.ecdf[:, j] - result.grid, [0.0]])
+        verdict = "" if result.passed_parameters[j] else ", failed"
+        ax.plot(
+            grid,
+            difference,
+            color=f"C{j}",
+            lw=1.3,
+            label=f"{name} (p = {result.adjusted_pvalues[j]:.2g}{verdict})",
+        )
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("normalized rank")
+    ax.set_ylabel("ECDF - uniform")
+    ax.set_title(
+        f"SBC {'passed' if result.passed else 'failed'} at {result.confidence:.0%} "
+        f"({result.correction.capitalize()})",
+        fontsize="medium",
+    )
+    ax.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return ax
+
+
 def plot_sbc_ranks(
     ranks,
     n_posterior_samples: int,
@@ -432,6 +562,7 @@ def plot_coverage(
     coverage,
     *,
     n_simulations: int | None = None,
+    band=None,
     label: str | None = None,
     confidence: float = 0.95,
     ax=None,
@@ -452,6 +583,10 @@ def plot_coverage(
         Number of test pairs behind the curve; when given, a grey band shows where a
         calibrated curve stays with probability ``confidence`` at each level (normal
         approximation of the binomial spread :math:`\sqrt{c (1 - c) / n}`).
+    band : array-like of shape (n_levels, 2), default=None
+        Lower and upper tolerance at each level, e.g. the simultaneous band of a
+        :class:`~skfalcon.diagnostics.CoverageResult` (whose ``plot`` passes it); drawn
+        instead of the pointwise band of ``n_simulations``.
     label : str, default=None
         Legend entry of the curve.
     confidence : float, default=0.95
@@ -484,7 +619,15 @@ def plot_coverage(
         raise ValueError(f"confidence must be in (0, 1); got {confidence!r}.")
     if ax is None:
         _, ax = plt.subplots(figsize=(4.2, 4.0), layout="constrained")
-    if n_simulations is not None:
+    if band is not None:
+        band = check_array(band, dtype=np.float64, input_name="band")
+        if band.shape != (len(levels), 2):
+            raise ValueError(
+                f"band must have shape ({len(levels)}, 2), a lower and upper coverage per "
+                f"level; got {band.shape}."
+            )
+        ax.fill_between(levels, band[:, 0], band[:, 1], color="0.9", lw=0)
+    elif n_simulations is not None:
         grid = np.linspace(0.0, 1.0, 201)
         half_width = stats.norm.ppf(0.5 + confidence / 2) * np.sqrt(
             grid * (1 - grid) / n_simulations
@@ -505,6 +648,61 @@ def plot_coverage(
     if label is not None:
         ax.legend(frameon=False, loc="center left", bbox_to_anchor=(0.0, 0.72))
     return ax
+
+
+def plot_predictive_check(result, *, standardize: bool = False, ax=None):
+    r"""Posterior predictive intervals per feature, with the observation.
+
+    For each feature, the central 50 % and 95 % intervals of the simulated observations
+    are shaded, the predictive median drawn and the observed value marked; features
+    flagged by the check (Benjamini-Hochberg adjusted p-value at most
+    :math:`1 - \text{confidence}`) are marked in red.
+
+    Parameters
+    ----------
+    result : PredictiveCheckResult
+        From :func:`~skfalcon.diagnostics.posterior_predictive_check`.
+    standardize : bool, default=False
+        Show every feature in units of its predictive standard deviation around its
+        predictive mean, for features on different scales.
+    ax : matplotlib Axes, default=None
+        Axes to draw on; ``None`` makes a figure.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+    """
+    plt = _pyplot()
+    simulated, observed = result.x_simulated, result.x_observed
+    if standardize:
+        mean, std = np.nanmean(simulated, axis=0), np.nanstd(simulated, axis=0)
+        std = np.where(std > 0, std, 1.0)
+        simulated, observed = (simulated - mean) / std, (observed - mean) / std
+    q = np.nanquantile(simulated, [0.025, 0.25, 0.5, 0.75, 0.975], axis=0)
+    index = np.arange(len(observed))
+    if ax is None:
+        width = min(10.0, 3.5 + 0.3 * len(observed))
+        _, ax = plt.subplots(figsize=(width, 3.5), layout="constrained")
+    ax.vlines(index, q[0], q[4], color="C0", alpha=0.35, lw=6, label="95 % predictive")
+    ax.vlines(index, q[1], q[3], color="C0", alpha=0.8, lw=6, label="50 % predictive")
+    ax.plot(index, q[2], "_", color="0.1", ms=9, mew=1.5, label="predictive median")
+    flagged = ~result.passed_features
+    ax.plot(index[~flagged], observed[~flagged], "o", color="k", ms=4, label="observed")
+    if flagged.any():
+        ax.plot(index[flagged], observed[flagged], "o", color="C3", ms=5, label="observed, flagged")
+    ax.set_xlabel("feature")
+    ax.set_ylabel("standardized value" if standardize else "value")
+    ax.xaxis.set_major_locator(_integer_locator())
+    verdict = "passed" if result.passed else f"failed: {int(flagged.sum())} flagged"
+    ax.set_title(f"predictive check {verdict} ({result.confidence:.0%})", fontsize="medium")
+    ax.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return ax
+
+
+def _integer_locator():
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
 
 
 def plot_ess(ess, *, n_samples: int | None = None, ax=None):

@@ -59,8 +59,12 @@ the faces of the cube; ``from_cube`` clamps u onto the cube and, on a side where
 the support is unbounded (normal, some scipy marginals), keeps the tail mass at
 least ``eps / 4`` of the dtype, so :math:`\pm b` maps to finite values (about
 :math:`\pm 8.3` standard deviations in float64, :math:`\pm 5.4` in float32). NaN
-propagates through both maps; ``log_prob`` and ``in_support`` treat it as
-outside the support.
+propagates through both maps; ``log_prob_tensor`` and ``in_support`` treat it as
+outside the support, and the numpy ``log_prob`` refuses it.
+
+Users draw and evaluate the prior with ``FactorizedPrior.sample(n, random_state)``
+and ``FactorizedPrior.log_prob(theta)``, on float64 numpy arrays of full parameter rows;
+the torch maps above serve the estimator and the engine.
 """
 
 from __future__ import annotations
@@ -75,7 +79,10 @@ import torch
 from scipy.stats.distributions import rv_frozen
 from sklearn.utils import check_random_state
 
-__all__ = ["FactorizedPrior", "Standardizer", "make_prior"]
+from skfalcon.utils.random import draw_seed
+from skfalcon.utils.validation import to_float_array
+
+__all__ = ["FactorizedPrior", "Standardizer", "make_prior", "readable_prior"]
 
 
 # --------------------------------------------------------------------------- marginals
@@ -355,7 +362,7 @@ def _normalize_spec(spec, index):
         )
     if type(spec).__module__.startswith("scipy.stats"):
         raise ValueError(
-            f"parameter {index}: {spec!r} is not a frozen 1-D continuous scipy.stats "
+            f"parameter {index}: {_spec_repr(spec)} is not a frozen 1-D continuous scipy.stats "
             "distribution such as scipy.stats.gamma(2.0)"
         )
     if not isinstance(spec, tuple | list) or not spec or not isinstance(spec[0], str):
@@ -390,7 +397,8 @@ def _normalize_specs(specs):
         isinstance(specs, tuple) and specs and isinstance(specs[0], str)
     ):
         raise ValueError(
-            f"prior must be a list of specs, e.g. [{specs!r}]; got the single {specs!r}"
+            f"prior must be a list of specs, e.g. [{_spec_repr(specs)}]; got the single "
+            f"{_spec_repr(specs)}"
         )
     if not isinstance(specs, list | tuple) or not specs:
         raise ValueError(
@@ -433,11 +441,50 @@ def _check_bound(hypercube_bound):
 
 
 def _spec_repr(spec):
+    """A spec as it would be written: ``('uniform', 0.0, 1.0)``, ``scipy.stats.norm(0, 2)``."""
     if isinstance(spec, rv_frozen):
-        args = [repr(arg) for arg in spec.args]
-        args += [f"{key}={value!r}" for key, value in spec.kwds.items()]
+        args = [_arg_repr(arg) for arg in spec.args]
+        args += [f"{key}={_arg_repr(value)}" for key, value in spec.kwds.items()]
         return f"scipy.stats.{spec.dist.name}({', '.join(args)})"
+    if type(spec).__module__.startswith("scipy.stats"):  # no useful repr of its own
+        return f"a scipy.stats {type(spec).__name__}"
     return repr(spec)
+
+
+class _Written:
+    """A value whose repr is the text given (how a spec would be written)."""
+
+    def __init__(self, text: str):
+        self._text = text
+
+    def __repr__(self) -> str:
+        return self._text
+
+
+def readable_prior(prior):
+    """``prior`` with each spec of a list or tuple shown as it would be written.
+
+    scipy's frozen distributions print as object addresses; in the returned list they
+    print as ``scipy.stats.norm(0, 2)``. Anything else comes back unchanged. For reprs
+    only: the returned specs are not specs.
+    """
+    if not isinstance(prior, list | tuple):
+        return prior
+    return type(prior)(_Written(_spec_repr(spec)) for spec in prior)
+
+
+def _arg_repr(value):
+    """A distribution argument as plain Python (``2.0``, not ``np.float64(2.0)``)."""
+    if isinstance(value, np.ndarray | np.generic):
+        return repr(value.tolist())
+    return repr(value)
+
+
+def _torch_seed(random_state) -> int:
+    """A torch seed from ``random_state``: what scikit-learn accepts, or a numpy Generator."""
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(np.iinfo(np.int32).max))
+    return draw_seed(random_state)
 
 
 def _plan(specs, columns):
@@ -542,27 +589,37 @@ class FactorizedPrior:
 
     Notes
     -----
-    The torch maps act on the free columns only, take tensors of any float dtype
-    and device, and return the same dtype and device. Theta outside the support is
-    clamped onto it by :meth:`to_cube` (so it lands on a face of the cube), u
-    outside the cube is clamped onto it by :meth:`from_cube`; :meth:`log_prob` is
-    ``-inf`` there. Scipy marginals are evaluated in float64 numpy on the CPU and
-    carry no gradient.
+    :meth:`sample` and :meth:`log_prob` take and return float64 numpy arrays of full
+    parameter rows. The torch maps (:meth:`to_cube`, :meth:`from_cube`,
+    :meth:`log_abs_det_jacobian`, :meth:`log_prob_tensor`, :meth:`in_support`) act on
+    the free columns only, take tensors of any float dtype and device, and return the
+    same dtype and device; :meth:`sample_tensor` draws full rows as a tensor. Theta
+    outside the support is clamped onto it by :meth:`to_cube` (so it lands on a face of
+    the cube), u outside the cube is clamped onto it by :meth:`from_cube`; the log
+    densities are ``-inf`` there. Scipy marginals are evaluated in float64 numpy on the
+    CPU and carry no gradient.
 
     Examples
     --------
+    >>> import scipy.stats
     >>> import torch
     >>> from skfalcon.priors import FactorizedPrior
-    >>> prior = FactorizedPrior([("uniform", 0.0, 10.0), ("normal", 0.0, 1.0), ("fixed", 3.0)])
+    >>> prior = FactorizedPrior([("uniform", 0.0, 10.0), scipy.stats.norm(0, 2), ("fixed", 3.0)])
+    >>> prior  # doctest: +NORMALIZE_WHITESPACE
+    FactorizedPrior([('uniform', 0.0, 10.0), scipy.stats.norm(0, 2), ('fixed', 3.0)],
+                    marginalize=None, hypercube_bound=2.0)
     >>> prior.n_free
     2
+    >>> theta = prior.sample(4, random_state=0)
+    >>> theta.shape
+    (4, 3)
+    >>> prior.log_prob(theta).shape
+    (4,)
     >>> u = prior.to_cube(torch.tensor([[5.0, 0.0]], dtype=torch.float64))
     >>> u
     tensor([[0., 0.]], dtype=torch.float64)
     >>> prior.from_cube(u)
     tensor([[5., 0.]], dtype=torch.float64)
-    >>> prior.sample(4, generator=torch.Generator().manual_seed(0)).shape
-    torch.Size([4, 3])
     """
 
     def __init__(self, specs, *, marginalize=None, hypercube_bound=2.0):
@@ -643,7 +700,7 @@ class FactorizedPrior:
         Tensor of shape (...,)
             ``-inf`` outside the support.
         """
-        return self.log_prob(theta_free) + self.n_free * math.log(2 * self.hypercube_bound)
+        return self.log_prob_tensor(theta_free) + self.n_free * math.log(2 * self.hypercube_bound)
 
     def in_support(self, theta_free: torch.Tensor) -> torch.Tensor:
         """Return whether every free coordinate is finite and within its support.
@@ -659,8 +716,10 @@ class FactorizedPrior:
         theta = self._check(theta_free, "theta_free")
         return self._inside(theta).all(dim=-1)
 
-    def log_prob(self, theta_free: torch.Tensor) -> torch.Tensor:
+    def log_prob_tensor(self, theta_free: torch.Tensor) -> torch.Tensor:
         r"""Return the prior log density of the free coordinates, :math:`\sum_i \log\pi_i(\theta_i)`.
+
+        The torch counterpart of :meth:`log_prob`, on the free columns only.
 
         Parameters
         ----------
@@ -672,29 +731,97 @@ class FactorizedPrior:
             ``-inf`` outside the support (and for NaN), never NaN.
         """
         theta = self._check(theta_free, "theta_free")
-        inside = self._inside(theta)
-        # evaluate outside points at the median so that no branch sees NaN or gradients blow up
-        median = _like(self._median[self.free_mask], theta)
-        safe = torch.where(inside, theta, median)
-        log_pdf = _columnwise(self._free_plan, "log_pdf", (safe,), theta).sum(dim=-1)
-        return log_pdf.masked_fill(~inside.all(dim=-1), -math.inf)
+        return self._log_density(theta, self._free_plan, self.free_mask)
 
     # ----------------------------------------------------------------- sampling
 
-    def sample(
+    def sample(self, n: int, random_state=None) -> np.ndarray:
+        """Draw ``n`` full parameter rows from the prior.
+
+        Marginalized columns are drawn from their marginals like the others; fixed
+        columns hold their value.
+
+        Parameters
+        ----------
+        n : int
+            Number of draws, ``>= 0``.
+        random_state : int, RandomState instance, Generator or None, default=None
+            Seed of the draw, as in scikit-learn; a :class:`numpy.random.Generator` is
+            accepted too. ``None`` draws from numpy's global generator.
+
+        Returns
+        -------
+        theta : ndarray of shape (n, n_parameters)
+            float64.
+
+        Examples
+        --------
+        >>> from skfalcon.priors import FactorizedPrior
+        >>> prior = FactorizedPrior([("uniform", 0.0, 10.0), ("fixed", 3.0)])
+        >>> theta = prior.sample(4, random_state=0)
+        >>> theta.shape, theta.dtype.name
+        ((4, 2), 'float64')
+        >>> bool((theta == prior.sample(4, random_state=0)).all())
+        True
+        >>> theta[:, 1].tolist()
+        [3.0, 3.0, 3.0, 3.0]
+        """
+        generator = torch.Generator().manual_seed(_torch_seed(random_state))
+        return self.sample_tensor(n, generator=generator).numpy()
+
+    def log_prob(self, theta) -> np.ndarray:
+        r"""Return the prior log density of rows of ``theta``, :math:`\sum_i \log\pi_i(\theta_i)`.
+
+        Fixed columns contribute nothing where they hold their value.
+
+        Parameters
+        ----------
+        theta : array-like of shape (n, n_parameters) or (n_parameters,)
+            All prior columns; or only those not marginalized, ``(n, n_inferred)``, as
+            a posterior sample has them, for the prior density of those columns.
+
+        Returns
+        -------
+        log_prob : ndarray of shape (n,)
+            float64; ``-inf`` outside the support (a fixed column off its value
+            included). A single row of shape ``(n_parameters,)`` gives shape ``(1,)``.
+
+        Raises
+        ------
+        ValueError
+            If ``theta`` holds NaN or has another number of columns.
+
+        Examples
+        --------
+        >>> from skfalcon.priors import FactorizedPrior
+        >>> prior = FactorizedPrior([("uniform", 0.0, 10.0), ("normal", 0.0, 1.0)])
+        >>> prior.log_prob([[5.0, 0.0], [11.0, 0.0]]).round(4).tolist()
+        [-3.2215, -inf]
+        """
+        theta = self._check_rows(theta)
+        full = theta.shape[1] == self.n_parameters
+        columns = np.ones(self.n_parameters, dtype=bool) if full else self.inferred_mask
+        fixed = self.fixed_mask[columns]
+        mask = ~self.fixed_mask if full else self.free_mask
+        plan = self._drawn_plan if full else self._free_plan
+        log_p = self._log_density(torch.as_tensor(theta[:, ~fixed]), plan, mask).numpy()
+        on_value = (theta[:, fixed] == self.fixed_values[columns][fixed]).all(axis=1)
+        return np.where(on_value, log_p, -np.inf)
+
+    def sample_tensor(
         self,
         n: int,
         generator: torch.Generator | None = None,
         dtype: torch.dtype = torch.float64,
         device: str | torch.device = "cpu",
     ) -> torch.Tensor:
-        """Draw full parameter vectors from the prior.
+        """Draw full parameter vectors from the prior, as a tensor.
 
-        For every non-fixed column, marginalized ones included, u is drawn uniform on
-        the cube (as :math:`F = (u + b) / 2b`, uniform on [0, 1), in float64 on
-        ``generator``'s device) and mapped back as in :meth:`from_cube`; fixed columns
-        hold their value. The draws depend on ``generator`` only, not on ``dtype`` or
-        ``device``.
+        The torch counterpart of :meth:`sample`. For every non-fixed column,
+        marginalized ones included, u is drawn uniform on the cube (as
+        :math:`F = (u + b) / 2b`, uniform on [0, 1), in float64 on ``generator``'s
+        device) and mapped back as in :meth:`from_cube`; fixed columns hold their
+        value. The draws depend on ``generator`` only, not on ``dtype`` or ``device``.
 
         Parameters
         ----------
@@ -787,17 +914,9 @@ class FactorizedPrior:
         """Full parameter rows ``(n, n_parameters)``: free columns from u ``(n, n_free)``,
         marginalized ones drawn from the prior, fixed ones at their value."""
         u = np.asarray(u, dtype=np.float64)
-        theta = self.draw(len(u), random_state)
+        theta = self.sample(len(u), random_state)
         theta[:, self.free_mask] = self.from_cube(torch.as_tensor(u)).numpy()
         return theta
-
-    def draw(self, n: int, random_state=None) -> np.ndarray:
-        """Draw ``n`` full parameter rows from the prior, float64 ``(n, n_parameters)``.
-
-        ``random_state`` is an int, a ``RandomState`` or ``None``, as in scikit-learn.
-        """
-        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-        return self.sample(n, generator=torch.Generator().manual_seed(seed)).numpy()
 
     def cube_box(self) -> tuple[np.ndarray, np.ndarray]:
         """The whole cube as a box ``(low, high)``, each of shape ``(n_free,)``."""
@@ -833,9 +952,10 @@ class FactorizedPrior:
         its density there is the prior's times ``1 / box_volume``. Marginalized and fixed
         columns are as in :meth:`complete`.
         """
-        rng = check_random_state(random_state)
-        u = rng.uniform(low, high, size=(n, len(low)))
-        return self.complete(u, rng)
+        if not isinstance(random_state, np.random.Generator):
+            random_state = check_random_state(random_state)
+        u = random_state.uniform(low, high, size=(n, len(low)))
+        return self.complete(u, random_state)
 
     # ----------------------------------------------------------------- helpers
 
@@ -856,9 +976,39 @@ class FactorizedPrior:
         mask = self.free_mask if mask is None else mask
         return _like(self._low[mask], like), _like(self._high[mask], like)
 
-    def _inside(self, theta):
-        low, high = self._bounds(theta)
+    def _inside(self, theta, mask=None):
+        low, high = self._bounds(theta, mask)
         return (theta >= low) & (theta <= high) & theta.isfinite()
+
+    def _log_density(self, theta, plan, mask):
+        """Summed log densities of the columns ``mask`` selects; ``-inf`` outside the support."""
+        inside = self._inside(theta, mask)
+        # evaluate outside points at the median so that no branch sees NaN or gradients blow up
+        median = _like(self._median[mask], theta)
+        safe = torch.where(inside, theta, median)
+        log_pdf = _columnwise(plan, "log_pdf", (safe,), theta).sum(dim=-1)
+        return log_pdf.masked_fill(~inside.all(dim=-1), -math.inf)
+
+    def _check_rows(self, theta):
+        """``theta`` as float64 ``(n, n_parameters)`` or ``(n, n_inferred)``, without NaN."""
+        array = to_float_array(
+            theta, "theta", ensure_all_finite=False, ensure_min_samples=0, allow_nd=True
+        )
+        rows = array[None, :] if array.ndim == 1 else array
+        if rows.ndim != 2 or rows.shape[1] not in (self.n_parameters, self.n_inferred):
+            inferred = f" or (n, {self.n_inferred}) without the marginalized ones"
+            raise ValueError(
+                f"theta has shape {array.shape}; expected (n, {self.n_parameters}), one column "
+                f"per prior parameter{inferred if self.marginalize else ''}."
+            )
+        if np.isnan(rows).any():
+            row = int(np.flatnonzero(np.isnan(rows).any(axis=1))[0])
+            raise ValueError(
+                f"theta holds NaN in {int(np.isnan(rows).any(axis=1).sum())} of {len(rows)} "
+                f"rows (first: row {row}, theta={rows[row].tolist()}); the prior density is "
+                "defined for numbers only."
+            )
+        return rows
 
     def _from_tails(self, plan, lower, upper, mask):
         theta = _columnwise(plan, "from_tails", (lower, upper), lower)

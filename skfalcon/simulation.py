@@ -23,10 +23,13 @@ runs past ``timeout``. ``on_error="raise"`` raises (cancelling the chunks still 
 sequential run focuses on.
 """
 
+import contextlib
+import functools
 import inspect
 import multiprocessing
 import numbers
 import traceback
+import typing
 import warnings
 from dataclasses import dataclass
 
@@ -34,7 +37,14 @@ import joblib
 import numpy as np
 from sklearn.utils import check_array, check_random_state, check_scalar
 
-from skfalcon.estimators._observations import _as_mapping, observation_shape_of
+from skfalcon.estimators._observations import (
+    _as_mapping,
+    flatten_training_observations,
+    observation_shape_of,
+)
+from skfalcon.estimators._params import FlowPosteriorParams
+from skfalcon.estimators._training_data import _apply_nan_policy
+from skfalcon.priors import make_prior
 from skfalcon.utils.validation import check_positive_int
 
 try:  # joblib >= 1.6 depends on cloudpickle; older versions vendor it
@@ -50,6 +60,7 @@ __all__ = [
     "match_observation",
     "seed_keyword",
     "simulate",
+    "simulate_from_prior",
     "simulator_name",
     "take_observations",
 ]
@@ -156,24 +167,42 @@ def _call_chunk(simulator, chunk, index, keyword, seed, fail_fast, name, expecte
     return failure
 
 
-def _parallel(n_jobs, timeout):
-    """``(joblib.Parallel, streams)``: streaming results in order where the backend can
+def _parallel(n_jobs, timeout) -> joblib.Parallel:
+    """A :class:`joblib.Parallel` that streams results in order where the backend can
     (joblib's ``"multiprocessing"`` cannot), so that a timeout names its chunk."""
     # With a timeout, one chunk per task: joblib's timeout is per task, not per chunk.
     options = dict(n_jobs=n_jobs, timeout=timeout, batch_size=1 if timeout else "auto")
     try:
-        return joblib.Parallel(return_as="generator", **options), True
+        return joblib.Parallel(return_as="generator", **options)
     except ValueError:
-        return joblib.Parallel(**options), False
+        return joblib.Parallel(**options)
 
 
-def _run_chunks(simulator, chunks, seeds, *, n_jobs, timeout, fail_fast, name, expected) -> list:
-    """Each chunk's rows or :class:`_Failure`; under ``fail_fast``, up to the first failure."""
+@contextlib.contextmanager
+def _open_pool(n_jobs, timeout):
+    """One :class:`joblib.Parallel`, entered, for several :func:`_simulate` calls.
+
+    Entered as a context manager, joblib starts the backend's workers once and keeps them
+    until the block ends, rather than once per call (a Ray pool takes seconds to start).
+    ``timeout`` is checked here, once, as :func:`simulate` checks it.
+    """
+    parallel = _parallel(n_jobs, _enforceable(timeout, n_jobs, stacklevel=5))
+    with parallel:
+        yield parallel
+
+
+def _run_chunks(simulator, chunks, seeds, *, parallel, fail_fast, name, expected) -> list:
+    """Each chunk's rows or :class:`_Failure`; under ``fail_fast``, up to the first failure.
+
+    ``parallel`` is an open :class:`joblib.Parallel` (:func:`_open_pool`), reused for every
+    pass, or a function of no arguments that makes a new one for each.
+    """
     keyword = seed_keyword(simulator)
     outputs: list = []
     while len(outputs) < len(chunks) and not (fail_fast and outputs and _failed(outputs[-1])):
         start = len(outputs)
-        parallel, streams = _parallel(n_jobs, timeout)
+        runner = parallel if isinstance(parallel, joblib.Parallel) else parallel()
+        streams = runner.return_generator
         tasks = (
             joblib.delayed(_call_chunk)(
                 simulator, chunks[k], k, keyword, seeds[k], fail_fast, name, expected
@@ -181,7 +210,7 @@ def _run_chunks(simulator, chunks, seeds, *, n_jobs, timeout, fail_fast, name, e
             for k in range(start, len(chunks))
         )
         try:
-            for out in parallel(tasks):
+            for out in runner(tasks):
                 outputs.append(out)
         except _ChunkFailed as exc:
             outputs.append(exc.args[0])
@@ -272,6 +301,135 @@ def simulate(
     >>> bool((x == simulate(task.simulate, theta, random_state=1)).all())
     True
     """
+    x, failed = _simulate(
+        simulator,
+        theta,
+        n_jobs=n_jobs,
+        random_state=random_state,
+        chunk_size=chunk_size,
+        timeout=timeout,
+        on_error=on_error,
+        observation_shape=observation_shape,
+    )
+    return (x, failed) if return_failed else x
+
+
+#: The estimator's ``nan_policy`` values, taken from its parameter model.
+_NAN_POLICIES = typing.get_args(FlowPosteriorParams.model_fields["nan_policy"].annotation)
+
+
+def simulate_from_prior(
+    simulator,
+    prior,
+    n_simulations,
+    *,
+    n_jobs=None,
+    random_state=None,
+    chunk_size=DEFAULT_CHUNK_SIZE,
+    timeout=None,
+    on_error="raise",
+    nan_policy="drop",
+):
+    """Draw ``theta`` from the prior and simulate it: amortized training data.
+
+    The rows of ``theta`` are drawn with :meth:`FactorizedPrior.sample
+    <skfalcon.priors.FactorizedPrior.sample>` and run through :func:`simulate` (seeded
+    chunks over joblib workers). Rows of failed chunks (``on_error="drop"``) are left
+    out; rows whose ``x`` holds NaN or infinity follow ``nan_policy``, as
+    :meth:`FlowPosteriorEstimator.fit <skfalcon.FlowPosteriorEstimator.fit>` treats
+    them.
+
+    Parameters
+    ----------
+    simulator : callable
+        As in :func:`simulate`.
+    prior : FactorizedPrior or list of specs
+        The prior, as ``FlowPosteriorEstimator(prior=...)`` takes it.
+    n_simulations : int
+        Number of parameter rows drawn and simulated.
+    n_jobs : int, default=None
+        As in :func:`simulate`.
+    random_state : int, SeedSequence, Generator, RandomState instance or None, default=None
+        Root of the run's randomness: ``numpy.random.SeedSequence(random_state)`` spawns
+        one child for the draw of ``theta`` and one for the simulator's chunks, so the two
+        never share a stream. ``None`` draws the root from numpy's global generator.
+    chunk_size : int, default=32
+        As in :func:`simulate`.
+    timeout : float, default=None
+        As in :func:`simulate`.
+    on_error : {"raise", "drop"}, default="raise"
+        As in :func:`simulate`; the rows of dropped chunks are not returned.
+    nan_policy : {"drop", "raise"}, default="drop"
+        The estimator's ``nan_policy``: ``"drop"`` leaves out, with a warning, the rows
+        whose ``x`` holds NaN or infinity; ``"raise"`` raises a ``ValueError``.
+
+    Returns
+    -------
+    theta : ndarray of shape (n_kept, n_parameters)
+        float64, all the prior's columns (fixed and marginalized ones too).
+    x : ndarray of shape ``(n_kept, *observation_shape)``, or dict of ndarray
+        float64 observations, row for row with ``theta``.
+
+    See Also
+    --------
+    simulate : Run a simulator on given parameter rows.
+    skfalcon.SequentialInference : Simulations focused on one observation.
+
+    Examples
+    --------
+    >>> from skfalcon.datasets import TwoMoons
+    >>> from skfalcon.simulation import simulate_from_prior
+    >>> task = TwoMoons()
+    >>> theta, x = simulate_from_prior(task.simulate, task.prior, 100, random_state=0)
+    >>> theta.shape, x.shape
+    ((100, 2), (100, 2))
+    >>> again = simulate_from_prior(task.simulate, task.prior, 100, random_state=0)
+    >>> bool((theta == again[0]).all() and (x == again[1]).all())
+    True
+
+    The result fits as it is:
+    ``FlowPosteriorEstimator(prior=task.prior).fit(theta, x)``.
+    """
+    n_simulations = check_positive_int(n_simulations, "n_simulations")
+    if nan_policy not in _NAN_POLICIES:
+        raise ValueError(
+            f"nan_policy must be one of {', '.join(map(repr, _NAN_POLICIES))}; got {nan_policy!r}."
+        )
+    prior = make_prior(prior)
+    theta_stream, simulator_stream = _seed_sequence(random_state).spawn(2)
+    theta = prior.sample(n_simulations, random_state=np.random.default_rng(theta_stream))
+    x, failed = _simulate(
+        simulator,
+        theta,
+        n_jobs=n_jobs,
+        random_state=simulator_stream,
+        chunk_size=chunk_size,
+        timeout=timeout,
+        on_error=on_error,
+    )
+    theta, x = theta[~failed], take_observations(x, ~failed)
+    flat = flatten_training_observations(x, len(theta), None, "simulate_from_prior")
+    keep = _apply_nan_policy(flat, nan_policy)
+    return theta[keep], take_observations(x, keep)
+
+
+def _simulate(
+    simulator,
+    theta,
+    *,
+    n_jobs,
+    random_state,
+    chunk_size,
+    timeout,
+    on_error,
+    observation_shape=None,
+    parallel=None,
+):
+    """:func:`simulate` returning ``(x, failed)``; the one path every simulation takes.
+
+    ``parallel``: a :class:`joblib.Parallel` opened by :func:`_open_pool` with the same
+    ``n_jobs`` and ``timeout``, in which the chunks run; ``None`` makes one for this call.
+    """
     theta = check_array(theta, dtype=np.float64, input_name="theta")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     if timeout is not None:
@@ -281,15 +439,18 @@ def simulate(
     name = simulator_name(simulator)
     bounds = [(a, min(a + chunk_size, len(theta))) for a in range(0, len(theta), chunk_size)]
     seeds = _seed_sequence(random_state).spawn(len(bounds))
-    timeout = _enforceable(timeout, n_jobs)
+    if parallel is None:
+        timeout = _enforceable(timeout, n_jobs)
+        parallel = functools.partial(_parallel, n_jobs, timeout)
+    else:
+        timeout = parallel.timeout  # None where the pool found it unenforceable
     expected = _normalize_shape(observation_shape)
     try:
         outputs = _run_chunks(
             simulator,
             [theta[a:b] for a, b in bounds],
             seeds,
-            n_jobs=n_jobs,
-            timeout=timeout,
+            parallel=parallel,
             fail_fast=on_error == "raise",
             name=name,
             expected=expected,
@@ -311,10 +472,10 @@ def simulate(
     failed = np.concatenate(
         [np.full(b - a, _failed(out)) for out, (a, b) in zip(outputs, bounds, strict=True)]
     )
-    return (x, failed) if return_failed else x
+    return x, failed
 
 
-def _enforceable(timeout, n_jobs):
+def _enforceable(timeout, n_jobs, stacklevel=4):
     """``timeout``, or ``None`` with a warning where the simulator runs in this process."""
     if timeout is not None and joblib.effective_n_jobs(n_jobs) == 1:
         warnings.warn(
@@ -324,7 +485,7 @@ def _enforceable(timeout, n_jobs):
             "its own call. Use n_jobs >= 2 (process workers past the timeout are killed) or "
             "joblib.parallel_backend('threading', n_jobs=2).",
             UserWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
         return None
     return timeout
@@ -431,7 +592,7 @@ def _warn_dropped(failures: list, name: str, bounds, timeout) -> None:
         f"simulations) that failed (on_error='drop'; SequentialInference: "
         f"on_simulator_error='drop'); their rows of x are NaN. {shown}.",
         UserWarning,
-        stacklevel=3,
+        stacklevel=4,
     )
 
 

@@ -9,11 +9,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils import check_random_state
 
 from skfalcon.datasets import GaussianLinear, TwoMoons
+from skfalcon.diagnostics import posterior_predictive_check
 from skfalcon.metrics import (
     c2st,
     expected_coverage_hpd,
     expected_coverage_tarp,
-    posterior_predictive_check,
     sbc_ranks,
     sbc_uniformity_pvalues,
 )

@@ -7,10 +7,17 @@ matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from skfalcon.diagnostics import (  # noqa: E402
+    coverage_tarp,
+    posterior_predictive_check,
+    sbc_test,
+)
 from skfalcon.plotting import (  # noqa: E402
     plot_corner,
     plot_coverage,
     plot_ess,
+    plot_predictive_check,
+    plot_sbc_ecdf,
     plot_sbc_ranks,
     plot_training_curves,
 )
@@ -47,7 +54,13 @@ def test_corner_overlays_named_sets_with_a_legend_and_reuses_a_figure():
     sets = {"estimate": rng.normal(size=(2000, 2)), "reference": rng.normal(size=(1500, 2))}
     fig = plot_corner(sets, truth=[0.0, 0.0])
     legend = np.array(fig.axes).reshape(2, 2)[0, 1].get_legend()
-    assert [text.get_text() for text in legend.get_texts()] == ["estimate", "reference", "truth"]
+    assert [text.get_text() for text in legend.get_texts()] == [
+        "estimate",
+        "reference",
+        "68% region",
+        "95% region",
+        "truth",
+    ]
     again = plot_corner(sets["estimate"], fig=fig)
     assert again is fig and len(fig.axes) == 4
 
@@ -57,6 +70,46 @@ def test_corner_one_parameter_and_too_few_samples():
     assert len(fig.axes) == 1
     fig = plot_corner(np.zeros((5, 2)))  # no density: points are drawn instead
     assert len(fig.axes) == 4
+
+
+def test_corner_names_from_a_dataframe_and_quantile_titles():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame(rng.normal(loc=[1.0, -2.0], scale=[0.1, 3.0], size=(4000, 2)))
+    frame.columns = ["mass", "radius"]
+    fig = plot_corner(frame)
+    axes = np.array(fig.axes).reshape(2, 2)
+    assert [ax.get_xlabel() for ax in axes[-1]] == ["mass", "radius"]
+    title = axes[0, 0].get_title()
+    assert title.startswith("mass = $1.00") and "^{+0.0" in title and "}_{-0.0" in title
+    assert axes[1, 1].get_title().startswith("radius = $-2")
+    # the 16, 50 and 84 % quantiles as vertical lines on the diagonal
+    marks = [line.get_xdata()[0] for line in axes[0, 0].get_lines() if line.get_linestyle() == ":"]
+    np.testing.assert_allclose(marks, np.quantile(frame["mass"], [0.16, 0.5, 0.84]))
+    bare = plot_corner(frame, labels=["m", "r"], quantiles=None)
+    assert bare.axes[0].get_title() == "" and bare.axes[2].get_xlabel() == "m"
+
+
+def test_verdict_plots_return_axes():
+    rng = np.random.default_rng(5)
+    result = sbc_test(rng.integers(0, 41, size=(150, 2)), 40, names=["a", "b"])
+    ax = result.plot()
+    assert ax is plot_sbc_ecdf(result, ax=ax)
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert any(label.startswith("a (p = ") for label in labels)
+    theta = rng.normal(size=(100, 2))
+    coverage = coverage_tarp(rng.normal(size=(100, 50, 2)), theta, random_state=0)
+    ax = coverage.plot()
+    assert ax.get_xlabel() == "credibility level" and len(ax.collections) == 1
+
+    class Prior:
+        def sample(self, x, n_samples, random_state=None):
+            return np.random.default_rng(random_state).normal(size=(n_samples, 2))
+
+    check = posterior_predictive_check(Prior(), lambda t: t + 10.0, np.zeros(2), n_samples=100)
+    ax = check.plot()
+    assert "failed" in ax.get_title()
+    assert plot_predictive_check(check, standardize=True).get_ylabel() == "standardized value"
 
 
 def test_training_curves_from_an_estimator(fitted_moons):
@@ -125,6 +178,8 @@ def test_ess_marks_low_observations():
         (lambda: plot_training_curves([{"epoch": 0}]), r"lack the key\(s\) \['train_loss'"),
         (lambda: plot_sbc_ranks(np.zeros((10, 1)), 5, confidence=1.0), "confidence must be"),
         (lambda: plot_coverage([0.0, 1.0], [0.0]), "same length"),
+        (lambda: plot_coverage([0.0, 1.0], [0.0, 1.0], band=np.zeros((3, 2))), "band must"),
+        (lambda: plot_corner(np.zeros((5, 2)), quantiles=(0.5, 0.1, 0.9)), "three increasing"),
         (lambda: plot_ess([100.0, 0.0]), "positive effective sample sizes"),
     ],
 )

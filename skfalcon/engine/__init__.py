@@ -6,9 +6,11 @@ Imports torch and zuko only; the scikit-learn façade lives in :mod:`skfalcon.es
 module                    its one job
 ========================  ==============================================================
 ``flows``                 zuko flow families behind the probit map and a running norm
+``flow_matching``         a continuous flow family trained by flow matching
 ``normalization``         the online running normalisation
 ``embeddings``            summary networks of observations of any shape
 ``posterior``             the dual flows ``q(u | s(x))`` and ``m(u)``
+``ensemble``              equal-weight mixtures of independently trained dual flows
 ``marginal``              what serves as ``m``: exact prior, prior mixture or learned flow
 ``network``               the spec that builds the dual flows and round-trips through files
 ``store``                 the sample store: rounds, provenance, split, pruning
@@ -29,6 +31,7 @@ from skfalcon.engine.embeddings import (
     SplitInputs,
     build_embedding,
 )
+from skfalcon.engine.ensemble import EnsemblePosterior, MixtureConditional
 from skfalcon.engine.flows import FLOW_FAMILIES, NormalizedFlow, build_flow
 from skfalcon.engine.importance import (
     ImportanceSample,
@@ -41,6 +44,7 @@ from skfalcon.engine.inference import (
     LogNormalizerCache,
     SamplerConfig,
     inference_rows,
+    log_posterior,
     log_ratio,
     row_chunks,
     sample_posterior,
@@ -69,11 +73,13 @@ __all__ = [
     "CNN1dEmbedding",
     "DeepSetEmbedding",
     "DualFlowPosterior",
+    "EnsemblePosterior",
     "ImportanceSample",
     "LinearEmbedding",
     "LogNormalizerCache",
     "MLPEmbedding",
     "MarginalPolicy",
+    "MixtureConditional",
     "MultiInputEmbedding",
     "NetworkSpec",
     "NormalizedFlow",
@@ -94,6 +100,7 @@ __all__ = [
     "importance_sample",
     "inference_rows",
     "log_normalizer",
+    "log_posterior",
     "log_ratio",
     "log_ratio_to_proposal",
     "network_from_state",

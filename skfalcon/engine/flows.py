@@ -23,6 +23,8 @@ import torch
 import zuko
 from torch import Tensor, nn
 
+from skfalcon.engine.coupling import CouplingNSF, inverse_and_log_det
+from skfalcon.engine.flow_matching import FlowMatchingFlow
 from skfalcon.engine.normalization import RunningNorm
 from skfalcon.engine.seeding import torch_seed_scope
 
@@ -34,6 +36,8 @@ FLOW_FAMILIES = {
     # Coupling layers (two passes per transform): sampling costs two network evaluations
     # per transform instead of one per parameter, at some cost in expressiveness.
     "nsf_coupling": functools.partial(zuko.flows.NSF, passes=2),
+    # Spline coupling layers: one network evaluation per transform in each direction.
+    "spline_coupling": CouplingNSF,
     "maf": zuko.flows.MAF,
     "nice": zuko.flows.NICE,
     "realnvp": zuko.flows.RealNVP,
@@ -43,12 +47,14 @@ FLOW_FAMILIES = {
     "sospf": zuko.flows.SOSPF,
     "bpf": zuko.flows.BPF,
     "gf": zuko.flows.GF,
+    # A continuous flow trained by flow matching (one ODE, no transforms or bins).
+    "flow_matching": FlowMatchingFlow,
 }
 
 # Serializes the rare draws that must go through torch's global random state.
 _GLOBAL_RNG_LOCK = threading.Lock()
 # Families whose transforms are splines with a number of bins.
-_SPLINE_FAMILIES = ("nsf", "nsf_coupling", "ncsf")
+_SPLINE_FAMILIES = ("nsf", "nsf_coupling", "spline_coupling", "ncsf")
 
 
 def build_flow(
@@ -60,7 +66,13 @@ def build_flow(
     hidden_features: tuple[int, ...],
     num_bins: int,
 ) -> zuko.flows.Flow:
-    """Build the zuko flow ``net_type`` over ``features`` with ``context`` inputs."""
+    """Build the zuko flow ``net_type`` over ``features`` with ``context`` inputs.
+
+    ``"flow_matching"`` has one vector field of widths ``hidden_features`` and ignores
+    ``num_transforms`` and ``num_bins``.
+    """
+    if net_type == "flow_matching":
+        return FlowMatchingFlow(features, context, hidden_features=tuple(hidden_features))
     kwargs = {"transforms": num_transforms, "hidden_features": tuple(hidden_features)}
     if net_type in _SPLINE_FAMILIES:
         kwargs["bins"] = num_bins
@@ -94,7 +106,7 @@ def _rsample_and_log_prob(dist, shape, generator: torch.Generator | None):
             z = inner.loc + inner.scale * noise
         else:
             z = inner.low + (inner.high - inner.low) * noise
-        x, ladj = dist.transform.inv.call_and_ladj(z)
+        x, ladj = inverse_and_log_det(dist.transform, z)
         return x, base.log_prob(z) - ladj
     seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
     with _GLOBAL_RNG_LOCK, torch_seed_scope(seed, generator.device):
@@ -144,6 +156,15 @@ class NormalizedFlow(nn.Module):
         """Log-density of ``v`` of shape ``(..., d)``; ``context`` broadcasts."""
         w, log_det = self._to_real(v)
         return self.flow(context).log_prob(self._normalize(w)) + self._log_det() + log_det
+
+    def loss(self, v: Tensor, context: Tensor | None = None) -> Tensor:
+        """Training loss of each row of ``v`` ``(n, d)``: ``-log q(v | c)``, or for a
+        :class:`~skfalcon.engine.flow_matching.FlowMatchingFlow` its flow-matching loss on
+        the normalised probit image of ``v``. Updates the normalisation in training mode."""
+        if not isinstance(self.flow, FlowMatchingFlow):
+            return -self.log_prob(v, context)
+        w, _ = self._to_real(v)
+        return self.flow.loss(self._normalize(w), context)
 
     def sample_and_log_prob(
         self,

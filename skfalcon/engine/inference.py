@@ -9,10 +9,16 @@ For summaries :math:`s` of :math:`m` observations,
   draws are exact; otherwise they come from importance sampling
   (:func:`~skfalcon.engine.importance.importance_sample`), whose pool grows until its
   effective sample size reaches four times :math:`n` (at most eight pools).
-- :func:`log_ratio` evaluates :math:`\log q(u \mid s) - \log m(u)` for pairs of rows.
+- :func:`log_ratio` evaluates :math:`\log q(u \mid s) - \log m(u)` for pairs of rows, and
+  :func:`log_posterior` the normalized :math:`\log p(u \mid x)` from it and :math:`\log Z`.
 - :class:`LogNormalizerCache` estimates :math:`\log Z(x) = \log \int_C q(u \mid s) / m(u)\,
   du` once per observation; with the exact prior as :math:`m`, :math:`Z = (2b)^d` exactly,
   since :math:`q` is normalized on the cube.
+
+An :class:`~skfalcon.engine.ensemble.EnsemblePosterior` is served member by member: its
+samples are drawn from the members assigned to them, with the normalized log-density of
+the mixture of the members' targets; ratios and :math:`\log Z` get a last axis, one entry
+per member, which :func:`log_posterior` combines into the mixture's density.
 
 All work is done in chunks of :func:`inference_rows` rows per forward pass, which bounds
 memory: on the CPU, activations of :math:`2^{14}` rows are reused by the allocator while
@@ -29,6 +35,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from skfalcon.engine.ensemble import (
+    EnsemblePosterior,
+    assign_members,
+    member_ranks,
+    mixture_log_density,
+)
 from skfalcon.engine.importance import (
     draw_candidates,
     importance_sample,
@@ -41,6 +53,7 @@ __all__ = [
     "LogNormalizerCache",
     "SamplerConfig",
     "inference_rows",
+    "log_posterior",
     "log_ratio",
     "row_chunks",
     "sample_posterior",
@@ -93,12 +106,17 @@ class SamplerConfig:
 
 
 def _over_grid(
-    draw: Callable[[slice, int], tuple[Tensor, ...]], m: int, n: int, rows: int
+    draw: Callable[[slice, int], tuple[Tensor, ...]],
+    m: int,
+    n: int,
+    rows: int,
+    progress: Callable[[int], None] | None = None,
 ) -> list[Tensor]:
     """``draw(observations, count)`` over chunks of an ``m x n`` grid of ``rows`` cells each.
 
     Each call returns tensors whose first two axes are ``(observations, count)``; the
-    chunks are joined along both.
+    chunks are joined along both. ``progress`` is told the observations of each finished
+    chunk.
     """
     n_chunk = max(1, min(n, rows))
     m_chunk = max(1, rows // n_chunk)
@@ -106,6 +124,8 @@ def _over_grid(
     for obs in row_chunks(m, m_chunk):
         parts = [draw(obs, cols.stop - cols.start) for cols in row_chunks(n, n_chunk)]
         blocks.append([torch.cat(p, dim=1) for p in zip(*parts, strict=True)])
+        if progress is not None:
+            progress(obs.stop - obs.start)
     return [torch.cat(b) for b in zip(*blocks, strict=True)]
 
 
@@ -117,11 +137,17 @@ def sample_posterior(
     device: torch.device,
     exponent: float = 1.0,
     generator: torch.Generator | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Samples ``(m, n, d)``, ESS ``(m,)`` and normalized target log-densities ``(m, n)``.
 
     Random numbers come from ``generator`` (on ``device``), else from torch's global state.
+    ``progress``, if given, is called with the number of observations of each finished
+    chunk (not for an ensemble).
+    An ensemble draws each sample's member first (see :mod:`skfalcon.engine.ensemble`).
     """
+    if isinstance(network, EnsemblePosterior):
+        return _sample_ensemble(network, summary, n, sampler, device, exponent, generator)
     m, rows = summary.shape[0], inference_rows(device)
     if network.inference_marginal is None or (
         network.marginal_policy.is_exact_prior and exponent == 1.0
@@ -133,7 +159,7 @@ def sample_posterior(
             )
             return u.transpose(0, 1), log_q.transpose(0, 1)
 
-        u, log_density = _over_grid(draw, m, n, rows)
+        u, log_density = _over_grid(draw, m, n, rows, progress)
         return u, torch.full((m,), float(n), device=u.device), log_density
 
     def draw(obs, count):
@@ -151,20 +177,114 @@ def sample_posterior(
         )
         return result.u, result.log_density, result.ess[:, None]
 
-    u, log_density, ess = _over_grid(draw, m, n, max(1, rows // sampler.num_proposals))
+    u, log_density, ess = _over_grid(
+        draw, m, n, max(1, rows // sampler.num_proposals), progress
+    )
     return u, ess.sum(dim=1), log_density
 
 
+def _sample_ensemble(network, summary, n, sampler, device, exponent, generator):
+    r""":func:`sample_posterior` of an ensemble: members drawn per sample, then sampled.
+
+    Member :math:`k` draws as many samples for every observation as the most any
+    observation was assigned, and at least :math:`\lceil n / K \rceil` (so that its
+    normalizer comes from a pool of that size); each observation takes the first ones. The
+    ESS is the sum of the members' ESS, each scaled by the share of its draws used.
+    """
+    size, m = network.size, summary.shape[0]
+    assignment = assign_members(size, m, n, summary.device, generator)
+    ranks, counts = member_ranks(assignment, size)
+    summaries = network.split(summary)
+    observation = torch.arange(m, device=summary.device)[:, None].expand(m, n)
+    u = torch.empty(m, n, network.features, device=summary.device)
+    ess = torch.zeros(m, device=summary.device)
+    log_z = []
+    for k, member in enumerate(network.members):
+        n_k = max(int(counts[:, k].max()), -(-n // size))
+        u_k, ess_k, log_density_k = sample_posterior(
+            member, summaries[k], n_k, sampler, device, exponent, generator
+        )
+        # The normalizer of member k's target, read off its first draw per observation.
+        first = u_k[:, :1].transpose(0, 1)
+        log_z.append(
+            _member_exponent(member, exponent) * member.log_ratio(first, summaries[k])[0]
+            - log_density_k[:, 0]
+        )
+        chosen = assignment == k
+        u[chosen] = u_k[observation[chosen], ranks[chosen]].to(u.dtype)
+        ess += ess_k * counts[:, k] / n_k
+    log_density = _ensemble_log_density(network, u, summaries, torch.stack(log_z, -1), exponent)
+    return u, ess, log_density
+
+
+def _member_exponent(member: DualFlowPosterior, exponent: float) -> float:
+    # Without a marginal the target is q whatever the exponent (see sample_posterior).
+    return 1.0 if member.inference_marginal is None else exponent
+
+
+def _ensemble_log_density(network, u, summaries, log_z, exponent) -> Tensor:
+    r"""Normalized log-density ``(m, n)`` of ``u`` ``(m, n, d)`` under the mixture of the
+    members' targets :math:`t_k / Z_k`, with ``log_z`` ``(m, K)``."""
+    m, n = u.shape[:2]
+    rows = inference_rows(u.device)
+    n_chunk = max(1, min(n, rows))
+    log_density = torch.empty(m, n, device=u.device)
+    for obs in row_chunks(m, max(1, rows // n_chunk)):
+        for cols in row_chunks(n, n_chunk):
+            block = u[obs, cols].transpose(0, 1)  # (count, observations, d)
+            parts = [
+                _member_exponent(member, exponent) * member.log_ratio(block, s[obs]) - z
+                for member, s, z in zip(network.members, summaries, log_z[obs].T, strict=True)
+            ]
+            log_density[obs, cols] = mixture_log_density(torch.stack(parts, -1)).T
+    return log_density
+
+
 def log_ratio(
-    network: DualFlowPosterior, u: Tensor, summary: Tensor, index: Tensor, device: torch.device
+    network: DualFlowPosterior | EnsemblePosterior,
+    u: Tensor,
+    summary: Tensor,
+    index: Tensor,
+    device: torch.device,
 ) -> Tensor:
     r""":math:`\log q(u_i \mid s_{k_i}) - \log m(u_i)` for rows ``u`` ``(N, d)`` and
-    ``index`` :math:`k` ``(N,)`` into ``summary`` ``(m, c)``; float64 on the CPU."""
+    ``index`` :math:`k` ``(N,)`` into ``summary`` ``(m, c)``; float64 on the CPU, of shape
+    ``(N,)``, or ``(N, K)`` for an ensemble (one column per member)."""
     parts = [
         network.log_ratio(u[rows], summary[index[rows]]).cpu().double()
         for rows in row_chunks(len(u), inference_rows(device))
     ]
-    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.float64)
+    if parts:
+        return torch.cat(parts)
+    shape = (0, network.size) if isinstance(network, EnsemblePosterior) else (0,)
+    return torch.empty(shape, dtype=torch.float64)
+
+
+def log_posterior(
+    network: DualFlowPosterior | EnsemblePosterior,
+    u: Tensor,
+    summary: Tensor,
+    index: Tensor,
+    log_z: Tensor | None,
+    device: torch.device,
+    log_jacobian: Tensor | float = 0.0,
+) -> Tensor:
+    r"""Normalized posterior log-density of rows ``u`` ``(N, d)``, ``(N,)`` float64 on the CPU.
+
+    :math:`\log q(u_i \mid s_{k_i}) - \log m(u_i) + \log J_i - \log Z(x_{k_i})`
+    (:func:`log_ratio`), with ``log_z`` ``(m,)`` from :class:`LogNormalizerCache`
+    (``None``: :math:`Z = 1`, as without a prior) and ``log_jacobian`` :math:`\log J`
+    ``(N,)`` that of a change of variables (float64, on the CPU). For an ensemble,
+    ``log_z`` is ``(m, K)`` and the density the mean of the members' normalized ones.
+    """
+    ratio = log_ratio(network, u, summary, index, device)
+    rows = index.cpu()
+    if isinstance(network, EnsemblePosterior):
+        if log_z is not None:
+            ratio = ratio - log_z[rows]
+        return mixture_log_density(ratio) + log_jacobian
+    log_p = ratio + log_jacobian
+    return log_p if log_z is None else log_p - log_z[rows]
 
 
 @dataclass
@@ -184,7 +304,9 @@ class LogNormalizerCache:
     global state untouched), so every call, in any company and from any thread, and every
     copy of a saved model, reports the same value for an observation. Keyed by bytes
     the caller derives from each observation; ``values`` maps a key to
-    ``(log Z, standard error)``.
+    ``(log Z, standard error)``. For an ensemble, each member's :math:`Z_k` is estimated
+    from pools of its own (member :math:`k`'s stream seeded :math:`k` further on), and a
+    value holds a tuple of :math:`K` of each.
     """
 
     seed: int
@@ -194,16 +316,26 @@ class LogNormalizerCache:
     max_candidates: int = _LOG_Z_MAX_CANDIDATES
 
     def get(
-        self, network: DualFlowPosterior, x: Tensor, keys: list[bytes], device: torch.device
+        self,
+        network: DualFlowPosterior | EnsemblePosterior,
+        x: Tensor,
+        keys: list[bytes],
+        device: torch.device,
+        progress: Callable[[int], None] | None = None,
     ) -> tuple[Tensor, Tensor]:
         r""":math:`\log Z` of the observations ``x`` ``(k, D)`` and its standard error, each
-        float64 of shape ``(k,)``; the error is 0 where :math:`Z` is exact."""
+        float64 of shape ``(k,)``, or ``(k, K)`` for an ensemble; the error is 0 where
+        :math:`Z` is exact. ``progress``, if given, is called with 1 for each observation
+        estimated."""
         if network.marginal_policy.is_exact_prior:
             # q/m = q (2b)^d with q normalized on the cube (the probit map): Z = (2b)^d.
             log_volume = network.features * math.log(2 * network.uniform.bound)
+            shape = (len(keys),)
+            if isinstance(network, EnsemblePosterior):
+                shape += (network.size,)
             return (
-                torch.full((len(keys),), log_volume, dtype=torch.float64),
-                torch.zeros(len(keys), dtype=torch.float64),
+                torch.full(shape, log_volume, dtype=torch.float64),
+                torch.zeros(shape, dtype=torch.float64),
             )
         missing = [i for i, key in enumerate(keys) if key not in self.values]
         if missing:
@@ -213,11 +345,26 @@ class LogNormalizerCache:
                     # A stream of its own per observation: the value does not depend on
                     # which other observations share the call, nor on the thread.
                     seed = (self.seed + zlib.crc32(keys[i])) % 2**63
-                    generator = torch.Generator(device=device).manual_seed(seed)
-                    log_z, se = self._estimate(network, summaries[row : row + 1], generator)
-                    self.values[keys[i]] = (float(log_z[0]), float(se[0]))
+                    summary = summaries[row : row + 1]
+                    self.values[keys[i]] = self._value(network, summary, seed, device)
+                    if progress is not None:
+                        progress(1)
         log_z, se = zip(*(self.values[key] for key in keys), strict=True)
         return torch.tensor(log_z, dtype=torch.float64), torch.tensor(se, dtype=torch.float64)
+
+    def _value(self, network, summary: Tensor, seed: int, device) -> tuple:
+        """The cached ``(log Z, se)`` of one observation: floats, or tuples per member."""
+        if not isinstance(network, EnsemblePosterior):
+            generator = torch.Generator(device=device).manual_seed(seed)
+            log_z, se = self._estimate(network, summary, generator)
+            return float(log_z[0]), float(se[0])
+        values = [
+            self._value(member, part, (seed + k) % 2**63, device)
+            for k, (member, part) in enumerate(
+                zip(network.members, network.split(summary), strict=True)
+            )
+        ]
+        return tuple(v[0] for v in values), tuple(v[1] for v in values)
 
     def _estimate(self, network, summary: Tensor, generator) -> tuple[Tensor, Tensor]:
         r"""Pooled :math:`\log \hat Z` and its standard error for summaries ``(m, c)``."""

@@ -10,8 +10,10 @@ jointly by maximum likelihood,
     \mathcal{L} = -\mathbb{E}\big[\log q(u \mid s(x))\big] - \mathbb{E}\big[\log m(u)\big],
 
 so that :math:`q(u \mid x) \to \tilde p(u \mid x) \propto p(x \mid u)\,\tilde p(u)` and
-:math:`m(u) \to \tilde p(u)`. The posterior under the prior follows without knowing
-:math:`\tilde p`:
+:math:`m(u) \to \tilde p(u)`. (With ``net_type="flow_matching"`` each negative
+log-likelihood is replaced by the flow-matching loss of
+:mod:`skfalcon.engine.flow_matching`, whose minimiser is the same density.) The posterior under
+the prior follows without knowing :math:`\tilde p`:
 
 .. math::
 
@@ -143,25 +145,28 @@ class DualFlowPosterior(nn.Module):
         return self.embedding(x)
 
     def losses(self, u: Tensor, x: Tensor, marginal_rows: Tensor | None = None) -> Tensor:
-        r"""Mean negative log-likelihoods ``[-log q(u|s(x)), -log h(u)]`` of a batch.
+        r"""Mean training losses ``[loss of q(u|s(x)), loss of h(u)]`` of a batch.
 
-        The training objective is their sum. The marginal flow's mean is over the rows
+        The training objective is their sum. Each is the flow family's loss
+        (:meth:`NormalizedFlow.loss`): the negative log-likelihood, or for
+        ``net_type="flow_matching"`` the flow-matching regression loss, which is then also
+        what validation monitors. The marginal flow's mean is over the rows
         where ``marginal_rows`` (bool, shape ``(n,)``) is true, all rows when it is
         ``None``; its entry is 0 when the policy trains no flow (no prior, or the exact
         prior as :math:`m`) or when no row is selected.
         """
-        nll_conditional = -self.conditional.log_prob(u, self.embed(x)).mean()
-        zero = torch.zeros_like(nll_conditional)
+        loss_conditional = self.conditional.loss(u, self.embed(x)).mean()
+        zero = torch.zeros_like(loss_conditional)
         if not self.marginal_policy.trains_flow:
-            return torch.stack([nll_conditional, zero])
+            return torch.stack([loss_conditional, zero])
         if marginal_rows is not None:
             # Indexing, not masking, so that the flow's running normalisation sees these
             # rows only (one host sync per step, and only in the mixture).
             u = u[marginal_rows]
             if u.shape[0] == 0:
-                return torch.stack([nll_conditional, zero])
-        nll_marginal = -self.marginal.log_prob(u).mean()
-        return torch.stack([nll_conditional, nll_marginal])
+                return torch.stack([loss_conditional, zero])
+        loss_marginal = self.marginal.loss(u).mean()
+        return torch.stack([loss_conditional, loss_marginal])
 
     def log_ratio(self, u: Tensor, summary: Tensor) -> Tensor:
         r""":math:`\log q(u \mid s) - \log m(u)`, the unnormalized log-posterior on the cube.

@@ -8,9 +8,14 @@ best validation epoch are kept and, with ``use_best_models``, restored at the en
 loop syncs with the host once per epoch, not per step. A step whose loss or gradient is
 not finite contributes no gradient (zeroed on the device and counted); an epoch in which every
 step was non-finite raises :class:`TrainingDivergedError`.
+
+At the end, :func:`diagnose_overfitting` reads the fit's curve: every record of the fit
+gets ``"overfitting"``, true when the validation loss rose well above its best value for
+many epochs while the training loss kept falling.
 """
 
 import copy
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,12 +27,26 @@ from skfalcon.engine.inference import inference_rows, row_chunks
 from skfalcon.engine.posterior import DualFlowPosterior
 from skfalcon.engine.store import SampleStore
 
-__all__ = ["TrainingConfig", "TrainingDivergedError", "TrainingResult", "train"]
+__all__ = [
+    "TrainingConfig",
+    "TrainingDivergedError",
+    "TrainingResult",
+    "diagnose_overfitting",
+    "train",
+]
 
 # AdamW's moment coefficients.
 _BETAS = (0.9, 0.999)
 # Training tensors stay on a GPU when they take at most this share of its free memory.
 _DEVICE_CACHE_SHARE = 0.25
+# Overfitting: the validation loss of the last _OVERFIT_WINDOW epochs (their median) sits
+# above its best value by more than _OVERFIT_NOISE times its epoch-to-epoch noise and
+# _OVERFIT_MIN_RISE nats, at least _OVERFIT_MIN_EPOCHS epochs after the best one, while the
+# training loss fell.
+_OVERFIT_WINDOW = 5
+_OVERFIT_NOISE = 4.0
+_OVERFIT_MIN_RISE = 0.05
+_OVERFIT_MIN_EPOCHS = 10
 
 
 class TrainingDivergedError(RuntimeError):
@@ -67,13 +86,17 @@ class TrainingConfig:
 
 @dataclass
 class TrainingResult:
-    """What :func:`train` returns: one history record per epoch and how it ended."""
+    """What :func:`train` returns: one history record per epoch and how it ended.
+
+    ``overfitting`` is :func:`diagnose_overfitting`'s finding, ``None`` when there is none.
+    """
 
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     stopped_early: bool = False
     interrupted: bool = False
     n_skipped_steps: int = 0
+    overfitting: dict | None = None
 
 
 @dataclass
@@ -189,6 +212,64 @@ def _record(epoch, train_losses, val_losses, best_loss, lr, skipped, seconds) ->
     }
 
 
+def diagnose_overfitting(history: list[dict], best_epoch: int) -> dict | None:
+    r"""Whether one fit's curve shows overfitting, and by how much.
+
+    With :math:`v_t` the validation and :math:`t_t` the training loss of epoch :math:`t`,
+    :math:`e^*` the best epoch and :math:`E` the last :data:`_OVERFIT_WINDOW` epochs, the
+    fit overfits when, at least :data:`_OVERFIT_MIN_EPOCHS` epochs after :math:`e^*`,
+
+    .. math::
+
+        \operatorname{median}_E v - v_{e^*} > \max(4 \sigma, 0.05)
+        \quad\text{and}\quad \operatorname{median}_E t < t_{e^*},
+
+    where :math:`\sigma` is the epoch-to-epoch noise of :math:`v`: the median absolute
+    deviation of its second differences (which cancel a linear trend) scaled to a standard
+    deviation, :math:`1.4826\,\mathrm{MAD} / \sqrt 6`. An early-stopped fit whose
+    validation loss merely levels off does not qualify; one whose validation loss climbs
+    while the training loss keeps falling does.
+
+    Parameters
+    ----------
+    history : list of dict
+        The fit's records (``epoch``, ``train_loss``, ``val_loss``), in order.
+    best_epoch : int
+        The ``epoch`` of the best validation loss.
+
+    Returns
+    -------
+    dict or None
+        ``best_epoch``, ``epochs`` (after the best), ``val_rise``, ``train_fall`` and
+        ``noise``; ``None`` when the curve does not show overfitting or is too short, or
+        has no finite validation loss.
+    """
+    val = [record["val_loss"] for record in history]
+    train = [record["train_loss"] for record in history]
+    best = best_epoch - history[0]["epoch"] if history else -1
+    after = len(history) - 1 - best
+    if best < 0 or after < _OVERFIT_MIN_EPOCHS or not all(map(_finite, val + train)):
+        return None
+    second = [val[i + 1] - 2 * val[i] + val[i - 1] for i in range(1, len(val) - 1)]
+    centre = statistics.median(second)
+    noise = 1.4826 * statistics.median(abs(d - centre) for d in second) / 6**0.5
+    rise = statistics.median(val[-_OVERFIT_WINDOW:]) - val[best]
+    fall = train[best] - statistics.median(train[-_OVERFIT_WINDOW:])
+    if rise <= max(_OVERFIT_NOISE * noise, _OVERFIT_MIN_RISE) or fall <= 0:
+        return None
+    return {
+        "best_epoch": best_epoch,
+        "epochs": after,
+        "val_rise": rise,
+        "train_fall": fall,
+        "noise": max(noise, 1e-12),
+    }
+
+
+def _finite(value: float) -> bool:
+    return value == value and abs(value) != float("inf")
+
+
 def train(
     model: DualFlowPosterior,
     store: SampleStore,
@@ -269,4 +350,7 @@ def train(
         if config.use_best_models:
             model.load_state_dict(best_state)
         model.eval()
+    result.overfitting = diagnose_overfitting(result.history, result.best_epoch)
+    for record in result.history:
+        record["overfitting"] = result.overfitting is not None
     return result

@@ -16,28 +16,30 @@ from skfalcon.engine import (
     SampleStore,
     TrainingDivergedError,
     choose_marginal,
-    log_ratio,
+    log_posterior,
     log_ratio_to_proposal,
     sample_posterior,
     torch_seed_scope,
     train,
     validation_mask,
 )
-from skfalcon.estimators._names import check_names
+from skfalcon.estimators._names import check_names, parameter_names, samples_frame
 from skfalcon.estimators._observations import (
     embedding_spec,
     flatten_observations,
     observation_shape_of,
 )
 from skfalcon.estimators._params import FlowPosteriorParams, validate_params
-from skfalcon.estimators._report import FitProgress, report_fit
+from skfalcon.estimators._preprocessing import preprocess_training, transform_observations
+from skfalcon.estimators._report import FitProgress, InferenceProgress, report_fit
 from skfalcon.estimators._state import restore_state, saved_state
 from skfalcon.estimators._training_data import (
     check_theta_log_prob,
     check_training_data,
     to_training_rows,
 )
-from skfalcon.priors import Standardizer, make_prior
+from skfalcon.misspecification import fit_reference, warn_if_misspecified
+from skfalcon.priors import Standardizer, make_prior, readable_prior
 from skfalcon.utils import draw_seed, resolve_device, round_seed
 from skfalcon.utils.validation import (
     as_array_input,
@@ -87,13 +89,26 @@ class FlowPosteriorEstimator(BaseEstimator):
         ``"nice"``, ``"realnvp"``, ``"naf"``, ``"unaf"``, ``"ncsf"``, ``"sospf"``, ``"bpf"``
         or ``"gf"``. ``"nsf"`` is autoregressive: densities take one pass per transform,
         samples one pass per parameter per transform. ``"nsf_coupling"`` (the same splines
-        in coupling layers) samples many-parameter posteriors faster.
+        in coupling layers) samples many-parameter posteriors faster. ``"flow_matching"``
+        is a continuous flow trained by flow matching (one vector field of widths
+        ``hidden_features``; ``num_transforms`` and ``num_bins`` unused; the validation
+        loss is its regression loss): densities and samples solve an ODE, slower than
+        the discrete families, and above 10 parameters densities are stochastic estimates
+        (see :mod:`skfalcon.engine.flow_matching`).
     num_transforms : int, default=3
         Number of flow transforms.
     hidden_features : tuple of int, default=(64, 64)
         Hidden layer widths of each transform's network.
     num_bins : int, default=16
         Spline bins (``"nsf"``, ``"nsf_coupling"`` and ``"ncsf"`` only).
+    ensemble_size : int, default=1
+        Number of posteriors trained side by side, each with its own embedding and flows,
+        initialised independently and trained on the same minibatches (the losses in
+        ``history_`` are then sums over members). The posterior is the equal-weight
+        mixture of their normalized posteriors: :meth:`sample` draws each sample's member
+        at random, :meth:`log_prob` is the log of their mean density, and
+        :meth:`sample_proposal` draws from the mixture of the members' widened
+        posteriors. Training and sampling cost about ``ensemble_size`` times as much.
     embedding : None, str, nn.Module, callable or dict, default=None
         Summary network of ``x``, trained jointly with the flows (see
         :doc:`/user_guide/embeddings`). ``None``: the flattened ``x``, normalised online.
@@ -109,6 +124,16 @@ class FlowPosteriorEstimator(BaseEstimator):
         Summary size of each preset.
     embedding_hidden_features : tuple of int, default=(128, 128)
         Hidden widths of the presets' perceptrons.
+    x_preprocessor : scikit-learn transformer, default=None
+        Applied to every ``x`` before the networks see it, e.g. ``PCA(3)``,
+        ``FunctionTransformer(np.log1p)``, a ``Pipeline`` or a ``ColumnTransformer``. A
+        clone is fitted on the training ``x`` (after ``nan_policy``) by ``fit`` and by the
+        first ``partial_fit`` (later rounds and ``warm_start`` keep it: the networks learned
+        its representation) and stored as ``x_preprocessor_``. It gets ``x`` as a DataFrame
+        with the columns seen at fit when ``x`` had column names, otherwise as the 2-D array
+        of flat rows; its output must be dense and numeric. An embedding that reads the
+        observation's shape needs a preprocessor that keeps every feature. Use it instead of
+        a ``Pipeline`` ending in this estimator, which would transform ``theta``.
     theta_norm : bool, default=True
         Put an online running normalisation of :math:`u` in front of each flow.
     norm_momentum : float, default=0.01
@@ -181,18 +206,21 @@ class FlowPosteriorEstimator(BaseEstimator):
         Column names of ``x``, when it was a DataFrame with string column names; checked
         likewise for every DataFrame (or Series, for one observation) ``x``.
     n_observation_features_ : int
-        Number of features of ``x``, flattened (for dict observations, of all inputs).
+        Number of features of ``x``, flattened (for dict observations, of all inputs),
+        before ``x_preprocessor_``.
     observation_shape_ : tuple of int or dict of str to tuple of int
         Shape of one observation, or of each named input.
     n_parameters_ : int
         Number of columns returned by :meth:`sample` (parameters not marginalized).
     parameter_space_ : FactorizedPrior or Standardizer
         The map between ``theta`` and the flows' coordinates :math:`u`.
+    x_preprocessor_ : transformer or None
+        The fitted clone of ``x_preprocessor``.
     x_shift_, x_scale_ : ndarray of shape (n_flat_features,)
         Mean and standard deviation (1 for a constant feature) of each flat feature of the
-        training ``x``. Every observation is standardized with them in float64 before it
-        is cast to float32 for the networks, so a large offset loses no precision; the
-        embedding sees standardized features.
+        training ``x`` (once through ``x_preprocessor_``). Every observation is
+        standardized with them in float64 before it is cast to float32 for the networks,
+        so a large offset loses no precision; the embedding sees standardized features.
     prior_ : FactorizedPrior or None
         The resolved prior (``None`` for ``prior=None``).
     marginal_ : {"prior", "mixture", "flow"} or None
@@ -202,11 +230,18 @@ class FlowPosteriorEstimator(BaseEstimator):
         ``marginal_`` is ``"prior"`` (1.0) or ``"mixture"``.
     device_ : torch.device
         The device the networks live on.
-    network_ : DualFlowPosterior
-        The trained flows and embedding (torch module).
+    network_ : DualFlowPosterior or EnsemblePosterior
+        The trained flows and embedding (torch module); an ensemble of such members when
+        ``ensemble_size > 1``.
     history_ : list of dict
         One record per epoch: ``train_loss``, ``val_loss`` (and their conditional and
-        marginal parts), ``best_val_loss``, ``lr``, ``skipped_steps``, ``seconds``.
+        marginal parts), ``best_val_loss``, ``lr``, ``skipped_steps``, ``seconds``, and
+        ``overfitting``: whether that epoch's fit overfitted (its validation loss rose well
+        above its best for many epochs while the training loss fell; a warning says so).
+    x_reference_ : dict of ndarray or None
+        Statistics of the training observations as the networks see them, for the check
+        of :mod:`skfalcon.misspecification`; ``None`` in estimators loaded from files
+        written before the check existed, which skip it.
     n_iter_ : int
         Number of epochs run.
     best_epoch_ : int
@@ -239,6 +274,8 @@ class FlowPosteriorEstimator(BaseEstimator):
     >>> est = FlowPosteriorEstimator(prior=task.prior, max_epochs=2, random_state=0)
     >>> est.fit(theta, x).sample(x[0], 100).shape
     (100, 2)
+    >>> est.sample(x[0], 100, as_frame=True).columns.tolist()
+    ['theta0', 'theta1']
     """
 
     def __init__(
@@ -250,9 +287,11 @@ class FlowPosteriorEstimator(BaseEstimator):
         num_transforms=3,
         hidden_features=(64, 64),
         num_bins=16,
+        ensemble_size=1,
         embedding=None,
         embedding_features=32,
         embedding_hidden_features=(128, 128),
+        x_preprocessor=None,
         theta_norm=True,
         norm_momentum=0.01,
         lr=2e-3,
@@ -283,9 +322,11 @@ class FlowPosteriorEstimator(BaseEstimator):
         self.num_transforms = num_transforms
         self.hidden_features = hidden_features
         self.num_bins = num_bins
+        self.ensemble_size = ensemble_size
         self.embedding = embedding
         self.embedding_features = embedding_features
         self.embedding_hidden_features = embedding_hidden_features
+        self.x_preprocessor = x_preprocessor
         self.theta_norm = theta_norm
         self.norm_momentum = norm_momentum
         self.lr = lr
@@ -311,6 +352,11 @@ class FlowPosteriorEstimator(BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------------ scikit-learn glue
+
+    def __repr__(self, N_CHAR_MAX=700):
+        # A scipy prior shows as its distribution and arguments, not an object address.
+        shown = type(self)(**{**self.get_params(deep=False), "prior": readable_prior(self.prior)})
+        return BaseEstimator.__repr__(shown, N_CHAR_MAX)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -391,7 +437,9 @@ class FlowPosteriorEstimator(BaseEstimator):
     def partial_fit(self, X, y, theta_log_prob=None, *, max_epochs=None, reset_network=False):
         """Add simulations to the sample store and continue training on the whole store.
 
-        The first call initialises the estimator as ``fit`` does. Each call is a round:
+        The first call initialises the estimator as ``fit`` does, fitting ``x_preprocessor``
+        on its ``x``; later calls keep that fitted preprocessor (refitting it would change
+        the representation the networks learned). Each call is a round:
 
         1. the new rows join the store, split once into training and validation rows
            (``validation_fraction``); validation rows stay validation rows in later rounds;
@@ -464,15 +512,24 @@ class FlowPosteriorEstimator(BaseEstimator):
             reset=not warm,
             observation_shape=self.observation_shape_ if warm else None,
         )
+        names = features[2] if not warm else getattr(self, "observation_names_in_", None)
+        preprocessor, x_net, net_shape = preprocess_training(
+            self.x_preprocessor_ if warm else params.x_preprocessor,
+            x,
+            names,
+            observation_shape_of(y),
+            params.embedding,
+            refit=not warm,
+        )
         space = self.parameter_space_ if warm else _parameter_space(params, theta)
         log_prob = check_theta_log_prob(theta_log_prob, len(keep), space.is_prior)
         rows = to_training_rows(space, theta, None if log_prob is None else log_prob[keep])
         previous = getattr(self, "_store", None) if warm and keep_store else None
-        store, seed, x_scaling, n_discarded = self._next_store(previous, rows, x, params, warm)
+        store, seed, x_scaling, n_discarded = self._next_store(previous, rows, x_net, params, warm)
         policy = choose_marginal(space.is_prior, store.prior_fraction(), params.marginal)
         config = params.training_config(max_epochs)
         with torch_seed_scope(seed, device):
-            network = self._round_network(params, space, x, y, warm, reset_network)
+            network = self._round_network(params, space, x_net, net_shape, warm, reset_network)
             network.set_marginal_policy(policy)
             result = _train(
                 network, store, config, device, params, len(self.history_) if warm else 0
@@ -481,16 +538,19 @@ class FlowPosteriorEstimator(BaseEstimator):
             # Nothing was learned: the estimator stays as it was, fitted or not.
             raise KeyboardInterrupt
         report_fit(result, config.max_epochs, len(store), policy)
+        x_reference = fit_reference(store.x.reshape(len(store), -1).numpy(), seed)
 
         if not warm:
             self._set_features(*features)
         self.parameter_space_ = space
+        self.x_preprocessor_ = preprocessor
         self.x_shift_, self.x_scale_ = x_scaling
         self.n_observation_features_ = x.shape[1]
         self.observation_shape_ = observation_shape_of(y)
         self.device_ = device
         self.network_ = network
         self._store = store
+        self.x_reference_ = x_reference
         self._log_z = LogNormalizerCache(seed, params.proposal_mixture_beta)
         self.n_stored_simulations_ = len(store)
         self.n_discarded_simulations_ = n_discarded
@@ -513,11 +573,11 @@ class FlowPosteriorEstimator(BaseEstimator):
             elif hasattr(self, attribute):
                 delattr(self, attribute)
 
-    def _round_network(self, params, space, x, y, warm: bool, reset: bool):
+    def _round_network(self, params, space, x, shape, warm: bool, reset: bool):
         """The network a round trains: new, rebuilt from the spec, or a copy of the current
         one (so that a failed or interrupted round leaves the fitted model intact)."""
         if not warm:
-            return _network_spec(params, space, x, y).build()
+            return _network_spec(params, space, x, shape).build()
         return self.network_.spec.build() if reset else copy.deepcopy(self.network_)
 
     def _next_store(self, previous: SampleStore | None, rows, x: np.ndarray, params, warm):
@@ -573,6 +633,8 @@ class FlowPosteriorEstimator(BaseEstimator):
                 x, self.observation_shape_, name=name, owner=type(self).__name__, batch=batch
             )
         check_magnitude(x2d, name)
+        names = getattr(self, "observation_names_in_", None)
+        x2d = transform_observations(getattr(self, "x_preprocessor_", None), x2d, names, name)
         return x2d, single
 
     def _x_tensor(self, x2d: np.ndarray) -> torch.Tensor:
@@ -594,7 +656,7 @@ class FlowPosteriorEstimator(BaseEstimator):
         never used, so concurrent calls cannot change each other's draws.
         """
         generator = torch.Generator(device=self.device_).manual_seed(seed)
-        with torch.no_grad():
+        with torch.no_grad(), InferenceProgress(len(x2d), "sample", self.verbose) as progress:
             return sample_posterior(
                 self.network_,
                 self._summaries(x2d),
@@ -603,9 +665,10 @@ class FlowPosteriorEstimator(BaseEstimator):
                 self.device_,
                 exponent=exponent,
                 generator=generator,
+                progress=progress,
             )
 
-    def sample(self, x, n_samples, *, random_state=None, return_ess=False):
+    def sample(self, x, n_samples, *, random_state=None, return_ess=False, as_frame=False):
         """Draw posterior samples of ``theta`` given observations.
 
         Parameters
@@ -622,12 +685,19 @@ class FlowPosteriorEstimator(BaseEstimator):
         return_ess : bool, default=False
             Also return the effective sample size of the importance-sampling pool of each
             observation (``n_samples`` where sampling is exact).
+        as_frame : bool, default=False
+            Return a pandas DataFrame whose columns name the parameters (see Returns).
 
         Returns
         -------
-        theta : ndarray
+        theta : ndarray or DataFrame
             Posterior samples, float64, of shape ``(n_samples, n_parameters)`` for one
-            observation or ``(n_observations, n_samples, n_parameters)`` for several.
+            observation or ``(n_observations, n_samples, n_parameters)`` for several. With
+            ``as_frame``, a DataFrame with one column per inferred parameter, named by
+            ``feature_names_in_`` or else ``theta{i}`` (``i`` the column of ``theta``), and
+            one row per draw: indexed by ``draw`` for one observation, by the MultiIndex
+            ``(observation, draw)`` for several (``observation`` is the index of a
+            DataFrame ``x``, otherwise ``0..n_observations-1``).
         ess : float or ndarray of shape (n_observations,)
             Only with ``return_ess``. A warning is emitted when it is below ``n_samples``.
 
@@ -641,6 +711,7 @@ class FlowPosteriorEstimator(BaseEstimator):
         n_samples = check_positive_int(n_samples, "n_samples")
         sampler, _ = self._inference_settings()
         x2d, single = self._check_observations(x)
+        warn_if_misspecified(self, x2d)
         _check_output_size(len(x2d), n_samples, self.n_parameters_)
         u, ess, _ = self._draw(x2d, n_samples, sampler, 1.0, self._seed(random_state))
         theta = self.parameter_space_.u_to_theta(u.to("cpu", torch.float64).numpy())
@@ -648,6 +719,8 @@ class FlowPosteriorEstimator(BaseEstimator):
         _warn_low_ess(ess, n_samples)
         if single:
             theta, ess = theta[0], float(ess[0])
+        names = parameter_names(getattr(self, "feature_names_in_", None), self._inferred_columns())
+        theta = samples_frame(theta, names, as_frame, x)
         return (theta, ess) if return_ess else theta
 
     def log_prob(self, theta, x):
@@ -672,6 +745,7 @@ class FlowPosteriorEstimator(BaseEstimator):
         """
         check_is_fitted(self, "network_")
         x2d, _ = self._check_observations(x)
+        warn_if_misspecified(self, x2d)
         return self._log_prob(theta, x2d)
 
     def _log_prob(self, theta, x2d: np.ndarray) -> np.ndarray:
@@ -701,27 +775,30 @@ class FlowPosteriorEstimator(BaseEstimator):
         with torch.no_grad():
             u_t = torch.as_tensor(u, dtype=torch.float32).to(self.device_)
             index = torch.as_tensor(inverse).to(self.device_)
-            ratio = log_ratio(self.network_, u_t, self._summaries(unique_x), index, self.device_)
-            log_p = ratio.numpy() + log_jac
+            log_z = None
             if self.parameter_space_.is_prior:
-                log_z, _ = self._log_normalizers(unique_x)
-                log_p = log_p - log_z[inverse]
-        return np.where(support, log_p, -np.inf)
+                log_z = torch.as_tensor(self._log_normalizers(unique_x)[0])
+            summaries, log_jac = self._summaries(unique_x), torch.as_tensor(log_jac)
+            log_p = log_posterior(self.network_, u_t, summaries, index, log_z, self.device_, log_jac)
+        return np.where(support, log_p.numpy(), -np.inf)
 
     def _log_normalizers(self, unique_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """log Z of distinct observations and its standard error; warns where it is above
         the tolerance."""
-        log_z, se = self._log_z.get(
-            self.network_,
-            self._x_tensor(unique_x),
-            [row.tobytes() for row in unique_x],
-            self.device_,
-        )
+        with InferenceProgress(len(unique_x), "log Z", self.verbose) as progress:
+            log_z, se = self._log_z.get(
+                self.network_,
+                self._x_tensor(unique_x),
+                [row.tobytes() for row in unique_x],
+                self.device_,
+                progress=progress,
+            )
         se = se.numpy()
-        if (se > self._log_z.tolerance).any():
+        worst = se.reshape(len(se), -1).max(axis=1)  # per observation, over ensemble members
+        if (worst > self._log_z.tolerance).any():
             warnings.warn(
                 f"log Z(x), the normalizing constant of log_prob, is known only to within "
-                f"{se.max():.3f} nats (standard error) for {int((se > self._log_z.tolerance).sum())} "
+                f"{worst.max():.3f} nats (standard error) for {int((worst > self._log_z.tolerance).sum())} "
                 f"of {len(se)} observation(s), above the tolerance of {self._log_z.tolerance} "
                 f"after {self._log_z.max_candidates} candidates: q/m is heavy-tailed there. "
                 "log_prob is off by about that much; train longer or with more simulations.",
@@ -747,9 +824,13 @@ class FlowPosteriorEstimator(BaseEstimator):
         Returns
         -------
         log_z, standard_error : ndarray of shape (n_observations,)
+            Of shape ``(n_observations, ensemble_size)`` for an ensemble with a prior: the
+            constant :math:`Z_k(x)` of each member, by which its posterior is normalized
+            before the members are averaged.
         """
         check_is_fitted(self, "network_")
         x2d, _ = self._check_observations(x)
+        warn_if_misspecified(self, x2d)
         if not self.parameter_space_.is_prior:
             return np.zeros(len(x2d)), np.zeros(len(x2d))
         with torch.no_grad():
@@ -815,9 +896,9 @@ class FlowPosteriorEstimator(BaseEstimator):
             )
         seed = self._seed(random_state)
         if not fitted:
-            theta = prior.draw(n_samples, seed)
-            free = torch.as_tensor(theta[:, prior.free_mask])
-            return (theta, prior.log_prob(free).numpy()) if return_log_prob else theta
+            theta = prior.sample(n_samples, seed)
+            log_prob = prior.log_prob(theta[:, prior.inferred_mask])  # as partial_fit takes it
+            return (theta, log_prob) if return_log_prob else theta
         x2d, _ = self._check_observations(x)
         if x2d.shape[0] != 1:
             raise ValueError(
@@ -890,17 +971,18 @@ def _parameter_space(params, theta):
     return prior
 
 
-def _network_spec(params, space, x: np.ndarray, y) -> NetworkSpec:
+def _network_spec(params, space, x: np.ndarray, shape) -> NetworkSpec:
     """The spec of new dual flows for these hyperparameters and training data."""
     return NetworkSpec(
         features=space.n_free,
         observation_features=x.shape[1],
-        embedding=embedding_spec(params, y),
+        embedding=embedding_spec(params, shape),
         marginal=space.is_prior,
         net_type=params.net_type,
         num_transforms=params.num_transforms,
         hidden_features=params.hidden_features,
         num_bins=params.num_bins,
+        ensemble_size=params.ensemble_size,
         theta_norm=params.theta_norm,
         norm_momentum=params.norm_momentum,
         cube_bound=space.cube_bound,

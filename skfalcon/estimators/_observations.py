@@ -242,13 +242,14 @@ def _template(embedding):
     return embedding
 
 
-def embedding_spec(params, y) -> dict | None:
-    """The part of the network spec that builds the embedding (``None``: the default)."""
+def embedding_spec(params, shape) -> dict | None:
+    """The part of the network spec that builds the embedding (``None``: the default) for
+    observations of ``shape`` (as :func:`observation_shape_of` gives it)."""
     if params.embedding is None:
         return None
     return {
         "embedding": _template(params.embedding),
-        "shape": observation_shape_of(y),
+        "shape": shape,
         "out_features": params.embedding_features,
         "hidden_features": params.embedding_hidden_features,
         "momentum": params.norm_momentum,

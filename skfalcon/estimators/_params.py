@@ -76,9 +76,11 @@ class FlowPosteriorParams(BaseModel):
     num_transforms: Annotated[int, Field(ge=1)] = 3
     hidden_features: _Widths = (64, 64)
     num_bins: Annotated[int, Field(ge=2)] = 16
+    ensemble_size: Annotated[int, Field(ge=1)] = 1
     embedding: Any = None
     embedding_features: Annotated[int, Field(ge=1)] = 32
     embedding_hidden_features: _Widths = (128, 128)
+    x_preprocessor: Any = None
     theta_norm: bool = True
     norm_momentum: Annotated[float, Field(gt=0.0, le=1.0)] = 0.01
     lr: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 2e-3
@@ -131,6 +133,22 @@ class FlowPosteriorParams(BaseModel):
             f"expected None, one of {sorted(EMBEDDING_PRESETS)}, a torch.nn.Module, a callable "
             "factory(observation_shape) -> nn.Module, or a non-empty dict of these per "
             "observation name"
+        )
+
+    @field_validator("x_preprocessor")
+    @classmethod
+    def _check_x_preprocessor(cls, value: Any) -> Any:
+        if value is None:
+            return value
+        if isinstance(value, type):
+            raise ValueError(
+                f"expected a transformer instance, got the class itself; pass {value.__name__}()"
+            )
+        if callable(getattr(value, "fit", None)) and callable(getattr(value, "transform", None)):
+            return value
+        raise ValueError(
+            "expected None or a scikit-learn transformer (an object with fit and transform "
+            "methods), e.g. PCA(3), FunctionTransformer(np.log1p) or a Pipeline"
         )
 
     def training_config(self, max_epochs: int | None = None) -> TrainingConfig:

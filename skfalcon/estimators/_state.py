@@ -69,6 +69,14 @@ def restore_state(state: dict) -> dict:
         )
     if "_network_weights" in state:
         state = _migrate_0_1(state)
+    # Files written before ensembles existed hold one posterior.
+    state.setdefault("ensemble_size", 1)
+    # Files written before x_preprocessor existed: none, fitted or not.
+    state.setdefault("x_preprocessor", None)
+    if "_network_state" in state:
+        state.setdefault("x_preprocessor_", None)
+        # Files written before the misspecification check: no reference, no check.
+        state.setdefault("x_reference_", None)
     saved = state.pop("_network_state", None)
     if saved is None:
         return state

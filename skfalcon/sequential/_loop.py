@@ -2,8 +2,9 @@ r"""SequentialInference: propose, simulate, train, for one observation.
 
 Simulations are expensive and only one observation :math:`x_o` matters, so the loop
 draws new parameters from the estimator's widened posterior of :math:`x_o`, runs the
-simulator on them (:func:`skfalcon.simulation.simulate`: in parallel through joblib, so
-any joblib backend, Dask or Ray included, spreads the work) and continues training with
+simulator on them (as :func:`skfalcon.simulation.simulate` does: in parallel through
+joblib, so any joblib backend, Dask or Ray included, spreads the work, in one pool of
+workers for the whole run) and continues training with
 :meth:`~skfalcon.FlowPosteriorEstimator.partial_fit`. The posterior
 :math:`q(u \mid x) / m(u)` corrects for whatever mix of proposals the training parameters
 came from, so no round needs re-weighting. What each round does is its strategy's
@@ -37,15 +38,17 @@ from skfalcon.estimators._params import (
     to_python,
     validate_params,
 )
+from skfalcon.estimators._report import progress_bar
 from skfalcon.sequential.strategies import STRATEGIES, Round, Strategy
 from skfalcon.simulation import (
     DEFAULT_CHUNK_SIZE,
     SimulatorError,
+    _open_pool,
     _seed_sequence,
+    _simulate,
     check_observation,
     concatenate_observations,
     match_observation,
-    simulate,
     simulator_name,
     take_observations,
 )
@@ -196,7 +199,8 @@ class SequentialInference(BaseEstimator):
         in ``joblib.Parallel(n_jobs)``. ``None`` runs them one after the other, unless a
         joblib backend context (``joblib.parallel_backend("dask")``, Ray's) is active,
         which then runs them on its workers. ``-1`` uses all cores. Results do not depend
-        on it.
+        on it. One ``joblib.Parallel`` serves the whole of :meth:`run`, opened as a
+        context manager, so the backend's workers start once per run, not once per round.
     simulation_chunk_size : int, default=32
         Rows per ``simulator`` call. The first round's first row is simulated alone
         first, a pilot that checks ``x_obs`` before the budget is spent.
@@ -205,7 +209,7 @@ class SequentialInference(BaseEstimator):
         ``on_simulator_error`` decides). Process workers past it are killed; a thread
         cannot be, and runs on in the background. Not enforced (warned) when the
         simulator runs in this process (``n_jobs=None`` or 1, no backend context). The
-        clock includes starting a fresh pool of process workers (seconds).
+        first chunks' clock includes starting the run's pool of workers (seconds).
     on_simulator_error : {"raise", "drop"}, default="raise"
         A chunk whose simulator call raises, returns observations of the wrong shape or
         runs past ``simulation_timeout``: ``"raise"`` stops the run and raises (a
@@ -340,7 +344,9 @@ class SequentialInference(BaseEstimator):
         estimator = _working_estimator(params, strategy, rounds, rng)
         run = _Run(params, strategy, estimator, x_obs, rng)
         try:
-            run.run(rounds)
+            # One pool of workers for every round: a backend's workers start once per run.
+            with _open_pool(params.n_jobs, params.simulation_timeout) as pool:
+                run.run(rounds, pool)
         except Exception as exc:
             if run.history:  # the completed rounds are work worth keeping
                 self._keep(run, interrupted=True)
@@ -445,17 +451,18 @@ class _Run:
         self.n_failed = 0
         self.interrupted = False
         self._bar = None
+        self._pool = None  # the joblib.Parallel every round's simulations run in
 
-    def run(self, rounds: list[Round]) -> None:
-        """Run the rounds; stop at once on Ctrl-C, or when training was cut short by one.
+    def run(self, rounds: list[Round], pool) -> None:
+        """Run the rounds, simulating in ``pool``; stop at once on Ctrl-C, or when training
+        was cut short by one.
 
         A ``KeyboardInterrupt`` (from the simulator, the proposal or training) ends the run
         after the completed rounds; with none completed it propagates.
         """
+        self._pool = pool
         if self.params.verbose:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=len(rounds), desc=self.strategy.name, unit="round", leave=True)
+            self._bar = progress_bar(len(rounds), self.strategy.name, "round")
         for i, planned in enumerate(rounds):
             try:
                 self.step(planned, final=i == len(rounds) - 1)
@@ -527,9 +534,10 @@ class _Run:
         return (x_rest if x is None else concatenate_observations([x, x_rest])), keep
 
     def _simulate(self, theta):
-        """One :func:`simulate` call on its own seed stream; checks ``x_obs`` the first time."""
+        """One simulation call, in the run's pool and on its own seed stream, as
+        :func:`~skfalcon.simulation.simulate` runs it; checks ``x_obs`` the first time."""
         params = self.params
-        x, failed = simulate(
+        x, failed = _simulate(
             params.simulator,
             theta,
             n_jobs=params.n_jobs,
@@ -538,7 +546,7 @@ class _Run:
             timeout=params.simulation_timeout,
             on_error=params.on_simulator_error,
             observation_shape=self.observation_shape,
-            return_failed=True,
+            parallel=self._pool,
         )
         x = take_observations(x, ~failed) if failed.any() else x
         if self.observation_shape is None:  # the first outputs tell what one observation is

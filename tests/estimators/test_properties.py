@@ -547,9 +547,14 @@ _BAD_HYPERPARAMETERS = {
         st.just(()), st.lists(st.integers(max_value=0), min_size=1, max_size=3), st.integers()
     ),
     "num_bins": _ints_below(2),
+    "ensemble_size": _ints_below(1),
     "embedding_features": _ints_below(1),
     "embedding_hidden_features": st.one_of(
         st.just(()), st.lists(st.integers(max_value=0), min_size=1, max_size=3), st.integers()
+    ),
+    # Not a transformer instance: no fit/transform, a function, or a transformer class.
+    "x_preprocessor": st.one_of(
+        st.text(max_size=3), st.integers(), st.just(np.log1p), st.just(type(object()))
     ),
     "theta_norm": _not_bool,
     "norm_momentum": _floats_outside(0.0, 1.0, low_open=True),

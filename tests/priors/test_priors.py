@@ -64,7 +64,7 @@ def prior_of(name, **kwargs):
 
 
 def draws(prior, n=1000, seed=0):
-    return prior.sample(n, generator=torch.Generator().manual_seed(seed))
+    return prior.sample_tensor(n, generator=torch.Generator().manual_seed(seed))
 
 
 def column(x):
@@ -166,7 +166,7 @@ def test_log_prob_matches_scipy(name):
     reference = SPECS[name][1]
     theta = draws(prior, n=500)
     assert_close(
-        prior.log_prob(theta),
+        prior.log_prob_tensor(theta),
         torch.as_tensor(reference.logpdf(theta.numpy().ravel())),
         rtol=1e-10,
         atol=1e-10,
@@ -178,7 +178,7 @@ def test_log_prob_matches_scipy(name):
 def test_log_prob_has_the_stated_shape(name):
     prior = prior_of(name)
     theta = draws(prior, n=500)
-    offset = prior.log_prob(theta).numpy() - np.log(SHAPES[name](theta.numpy().ravel()))
+    offset = prior.log_prob_tensor(theta).numpy() - np.log(SHAPES[name](theta.numpy().ravel()))
     np.testing.assert_allclose(offset, offset[0], rtol=0, atol=1e-10)
 
 
@@ -188,7 +188,7 @@ def test_density_integrates_to_one_and_to_the_cube_map(name):
     low, high = support(name)
 
     def density(x):
-        return prior.log_prob(column(x)).exp().item()
+        return prior.log_prob_tensor(column(x)).exp().item()
 
     total, _ = scipy.integrate.quad(density, low, high, points=kinks(name) or None)
     assert total == pytest.approx(1.0, abs=1e-8)
@@ -207,25 +207,25 @@ def test_outside_the_support(name):
     outside = [x for x in (low - 1.0, high + 1.0, -np.inf, np.inf) if not low <= x <= high]
     theta = column(outside)
     assert not prior.in_support(theta).any()
-    assert torch.all(prior.log_prob(theta) == -np.inf)
+    assert torch.all(prior.log_prob_tensor(theta) == -np.inf)
     assert torch.all(prior.log_abs_det_jacobian(theta) == -np.inf)
     u = prior.to_cube(theta)
     assert torch.all(u.abs() == 2.0)  # clamped onto a face of the cube
     assert not prior.from_cube(torch.tensor([[-5.0], [5.0]], dtype=torch.float64)).isnan().any()
     nan = column([np.nan])
     assert not prior.in_support(nan).any()
-    assert prior.log_prob(nan).item() == -np.inf
+    assert prior.log_prob_tensor(nan).item() == -np.inf
     assert prior.in_support(draws(prior, n=100)).all()
 
 
 def test_log_prob_sums_columns_and_gradients_stay_finite():
     prior = FactorizedPrior([SPECS[name][0] for name in TORCH_NATIVE])
     theta = draws(prior, n=50, seed=2)
-    columns = [prior_of(name).log_prob(theta[:, [i]]) for i, name in enumerate(TORCH_NATIVE)]
-    assert_close(prior.log_prob(theta), sum(columns), rtol=1e-12)
+    columns = [prior_of(name).log_prob_tensor(theta[:, [i]]) for i, name in enumerate(TORCH_NATIVE)]
+    assert_close(prior.log_prob_tensor(theta), sum(columns), rtol=1e-12)
     theta[0, 0] = 100.0  # outside the first marginal only
     theta.requires_grad_()
-    log_prob = prior.log_prob(theta)
+    log_prob = prior.log_prob_tensor(theta)
     assert log_prob[0] == -np.inf and torch.isfinite(log_prob[1:]).all()
     (gradient,) = torch.autograd.grad(log_prob[1:].sum(), theta)
     assert torch.isfinite(gradient).all()
@@ -258,7 +258,7 @@ def test_masks_fixed_values_and_sample_shapes():
     free = theta[:, prior.free_mask]
     assert prior.to_cube(free).shape == (300, 2)
     assert prior.from_cube(torch.zeros(7, 3, 2, dtype=torch.float64)).shape == (7, 3, 2)
-    assert prior.log_prob(free).shape == prior.in_support(free).shape == (300,)
+    assert prior.log_prob_tensor(free).shape == prior.in_support(free).shape == (300,)
     assert draws(prior, n=0).shape == (0, 5)
     with pytest.raises(ValueError, match=re.escape("shape (..., 2)")):
         prior.to_cube(theta)
@@ -268,7 +268,7 @@ def test_only_fixed_parameters():
     prior = FactorizedPrior([("fixed", 1.0)])
     assert prior.n_free == 0
     assert torch.all(draws(prior, n=4) == 1.0)
-    assert prior.log_prob(torch.zeros(4, 0, dtype=torch.float64)).tolist() == [0.0] * 4
+    assert prior.log_prob_tensor(torch.zeros(4, 0, dtype=torch.float64)).tolist() == [0.0] * 4
 
 
 def test_sample_is_reproducible_and_leaves_the_global_generator_alone():
@@ -279,7 +279,7 @@ def test_sample_is_reproducible_and_leaves_the_global_generator_alone():
     assert not torch.equal(first, other)
     assert torch.equal(torch.get_rng_state(), state)
     assert torch.equal(
-        prior.sample(50, generator=torch.Generator().manual_seed(7), dtype=torch.float32),
+        prior.sample_tensor(50, generator=torch.Generator().manual_seed(7), dtype=torch.float32),
         first.float(),
     )
 
@@ -290,12 +290,17 @@ def test_float32_stays_float32(name):
     theta64 = draws(prior, n=100)
     theta = theta64.float()
     u = prior.to_cube(theta)
-    outputs = [u, prior.from_cube(u), prior.log_prob(theta), prior.log_abs_det_jacobian(theta)]
+    outputs = [
+        u,
+        prior.from_cube(u),
+        prior.log_prob_tensor(theta),
+        prior.log_abs_det_jacobian(theta),
+    ]
     assert all(out.dtype == torch.float32 for out in outputs)
     assert all(torch.isfinite(out).all() for out in outputs[:2])
     assert_close(u, prior.to_cube(theta64).float(), rtol=0, atol=1e-4)
     generator = torch.Generator().manual_seed(0)
-    assert prior.sample(3, generator=generator, dtype=torch.float32).dtype == torch.float32
+    assert prior.sample_tensor(3, generator=generator, dtype=torch.float32).dtype == torch.float32
     edges = prior.from_cube(torch.tensor([[-2.0], [2.0]]))
     assert edges.dtype == torch.float32 and torch.isfinite(edges).all()
 
@@ -305,13 +310,13 @@ def test_cuda_matches_cpu():
     prior = FactorizedPrior([SPECS[name][0] for name in SPECS] + [("fixed", 1.0)])
     theta = draws(prior, n=100)
     generator = torch.Generator().manual_seed(0)
-    assert torch.equal(prior.sample(100, generator=generator, device="cuda").cpu(), theta)
+    assert torch.equal(prior.sample_tensor(100, generator=generator, device="cuda").cpu(), theta)
     free = theta[:, prior.free_mask]
     u = prior.to_cube(free.cuda())
     assert u.device.type == "cuda"
     assert_close(u.cpu(), prior.to_cube(free), rtol=1e-12, atol=1e-12)
     assert_close(prior.from_cube(u).cpu(), prior.from_cube(u.cpu()), rtol=1e-12, atol=1e-12)
-    assert_close(prior.log_prob(free.cuda()).cpu(), prior.log_prob(free), rtol=1e-12)
+    assert_close(prior.log_prob_tensor(free.cuda()).cpu(), prior.log_prob_tensor(free), rtol=1e-12)
     assert prior.in_support(free.cuda()).device.type == "cuda"
 
 
@@ -335,7 +340,7 @@ def test_pickle_round_trip():
     assert torch.equal(draws(loaded, n=50), theta)
     free = theta[:, prior.free_mask]
     assert torch.equal(loaded.to_cube(free), prior.to_cube(free))
-    assert torch.equal(loaded.log_prob(free), prior.log_prob(free))
+    assert torch.equal(loaded.log_prob_tensor(free), prior.log_prob_tensor(free))
 
 
 def test_repr():
@@ -435,7 +440,7 @@ def test_bad_arguments_raise(prior, kwargs, message):
 
 def test_bad_sample_size_raises():
     with pytest.raises(ValueError, match=re.escape("n must be an int >= 0; got -1")):
-        prior_of("uniform").sample(-1)
+        prior_of("uniform").sample_tensor(-1)
 
 
 # --------------------------------------------------------------------------- properties

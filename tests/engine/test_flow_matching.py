@@ -1,0 +1,203 @@
+"""The flow-matching family: its loss, its ODE densities and samples, and the dual flows."""
+
+import functools
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from skfalcon.engine import MarginalPolicy, NetworkSpec, network_from_state, network_state
+from skfalcon.engine.flow_matching import EXACT_TRACE_MAX_FEATURES, FlowMatchingFlow
+from skfalcon.engine.flows import NormalizedFlow, build_flow
+from skfalcon.engine.normalization import RunningNorm
+
+MU, SIGMA = torch.tensor([0.5, -1.0]), torch.tensor([0.7, 1.5])
+
+
+def gaussian_field(tau, y, c=None, mu=MU, sigma=SIGMA):
+    r"""The exact flow-matching field from :math:`\mathcal{N}(\mu, \sigma^2)` at
+    :math:`\tau = 0` to :math:`\mathcal{N}(0, I)` at :math:`\tau = 1` along straight paths:
+    :math:`E[z - y \mid y_\tau]`, linear in :math:`y_\tau` for a Gaussian."""
+    tau = torch.as_tensor(tau, dtype=y.dtype)[..., None]
+    spread = (1 - tau) ** 2 * sigma**2 + tau**2
+    return -mu + (tau - (1 - tau) * sigma**2) / spread * (y - (1 - tau) * mu)
+
+
+def gaussian_flow(**kwargs) -> FlowMatchingFlow:
+    flow = FlowMatchingFlow(2, hidden_features=(8,), **kwargs)
+    flow.transform.f = gaussian_field  # the instance's field replaces the network
+    return flow.eval()
+
+
+def test_shapes_of_loss_densities_and_samples():
+    flow = FlowMatchingFlow(2, 3, hidden_features=(16, 16))
+    assert flow.loss(torch.randn(5, 2), torch.randn(5, 3)).shape == (5,)
+    # One context broadcasts over many points; (n, m, d) pairs with (m, c).
+    assert flow(torch.randn(3)).log_prob(torch.randn(4, 2)).shape == (4,)
+    assert flow(torch.randn(6, 3)).log_prob(torch.randn(4, 6, 2)).shape == (4, 6)
+    normalized = NormalizedFlow(flow, RunningNorm(2), cube_bound=2.0).eval()
+    with torch.no_grad():
+        v, log_q = normalized.sample_and_log_prob((4,), torch.randn(6, 3))
+    assert v.shape == (4, 6, 2) and log_q.shape == (4, 6)
+    assert bool((v.abs() < 2).all())
+
+
+def test_build_flow_gives_the_family_with_the_requested_widths():
+    flow = build_flow("flow_matching", 3, 4, num_transforms=5, hidden_features=(32, 16), num_bins=8)
+    assert isinstance(flow, FlowMatchingFlow)
+    widths = [layer.out_features for layer in flow.transform.ode if hasattr(layer, "out_features")]
+    assert widths == [32, 16, 3]
+
+
+def test_gradients_reach_every_parameter_of_the_vector_field_and_the_context():
+    flow = FlowMatchingFlow(2, 3, hidden_features=(16, 16))
+    context = torch.randn(8, 3, requires_grad=True)
+    flow.loss(torch.randn(8, 2), context).mean().backward()
+    for name, p in flow.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert context.grad.abs().sum() > 0
+
+
+def test_the_loss_is_smallest_at_the_exact_field():
+    # The regression target and the ODE share one time direction: the field that carries
+    # N(mu, sigma^2) to N(0, I) minimises the loss, its reverse does not.
+    flow = gaussian_flow().train()
+    y = MU + SIGMA * torch.randn(20000, 2, generator=torch.Generator().manual_seed(1))
+    generator = functools.partial(torch.Generator().manual_seed, 2)
+    exact = flow.loss(y, generator=generator()).mean()
+    for scale in (-1.0, 0.7):
+        flow.transform.f = functools.partial(_scaled_field, scale)
+        assert flow.loss(y, generator=generator()).mean() > exact + 0.05
+
+
+def _scaled_field(scale, tau, y, c=None):
+    return scale * gaussian_field(tau, y)
+
+
+def test_log_prob_of_the_exact_field_matches_the_gaussian():
+    flow = gaussian_flow()
+    y = torch.randn(50, 2, generator=torch.Generator().manual_seed(0)) * 2
+    with torch.no_grad():
+        log_q = flow().log_prob(y).numpy()
+    expected = stats.norm(MU.numpy(), SIGMA.numpy()).logpdf(y.numpy()).sum(-1)
+    np.testing.assert_allclose(log_q, expected, atol=1e-3)
+
+
+def test_samples_of_the_exact_field_have_the_gaussian_moments_and_their_density():
+    flow = gaussian_flow()
+    state = torch.get_rng_state()
+    with torch.no_grad():
+        y, log_q = _draw(flow, 0)
+        again, _ = _draw(flow, 0)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(y, again)
+    np.testing.assert_allclose(y.mean(0), MU, atol=0.06)
+    np.testing.assert_allclose(y.std(0), SIGMA, rtol=0.05)
+    expected = stats.norm(MU.numpy(), SIGMA.numpy()).logpdf(y.numpy()).sum(-1)
+    np.testing.assert_allclose(log_q.numpy(), expected, atol=1e-3)
+
+
+def _draw(flow, seed):
+    from skfalcon.engine.flows import _rsample_and_log_prob
+
+    return _rsample_and_log_prob(flow(), (4000,), torch.Generator().manual_seed(seed))
+
+
+def test_the_density_of_a_random_field_integrates_to_one():
+    torch.manual_seed(0)
+    flow = FlowMatchingFlow(2, hidden_features=(16, 16))
+    with torch.no_grad():
+        flow.transform.ode[-1].weight.mul_(4)  # a field far from zero
+    edges = torch.linspace(-7, 7, 71)
+    grid = torch.cartesian_prod(edges, edges)
+    with torch.no_grad():
+        density = flow.eval()().log_prob(grid).exp()
+    cell = float(edges[1] - edges[0]) ** 2
+    assert float(density.sum()) * cell == pytest.approx(1.0, abs=0.02)
+    # ... and is not the base itself.
+    base = torch.distributions.Normal(0.0, 1.0).log_prob(grid).sum(-1).exp()
+    assert float((density - base).abs().sum()) * cell > 0.1
+
+
+def test_above_the_exact_limit_log_prob_is_a_reproducible_warned_estimate():
+    d = EXACT_TRACE_MAX_FEATURES + 2
+    torch.manual_seed(0)
+    stochastic = FlowMatchingFlow(d, hidden_features=(16,)).eval()
+    assert not stochastic.exact
+    exact = FlowMatchingFlow(d, hidden_features=(16,), exact=True).eval()
+    exact.load_state_dict(stochastic.state_dict())
+    y = torch.randn(300, d, generator=torch.Generator().manual_seed(1))
+    state = torch.get_rng_state()
+    with torch.no_grad(), pytest.warns(UserWarning, match="stochastic"):
+        first, second = stochastic().log_prob(y), stochastic().log_prob(y)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(first, second)
+    with torch.no_grad():
+        reference = exact().log_prob(y)
+    assert not torch.allclose(first, reference, atol=1e-4)
+    # Unbiased: the errors average out over rows.
+    error = first - reference
+    assert abs(float(error.mean())) < 4 * float(error.std()) / len(y) ** 0.5 + 1e-3
+
+
+def test_evaluation_losses_compare_the_same_draws():
+    flow = FlowMatchingFlow(2, hidden_features=(16,))
+    y = torch.randn(32, 2)
+    assert torch.equal(flow.eval().loss(y), flow.loss(y))
+    assert not torch.equal(flow.train().loss(y), flow.loss(y))
+
+
+@pytest.mark.parametrize("tolerance", [0, 1e-3, "1e-5"])
+def test_a_bad_tolerance_is_refused(tolerance):
+    with pytest.raises(
+        ValueError, match=rf"tolerance must be a number in \(0, 0.0001\]; got {tolerance!r}"
+    ):
+        FlowMatchingFlow(2, tolerance=tolerance)
+
+
+def _spec(**kwargs):
+    return NetworkSpec(
+        features=2,
+        observation_features=3,
+        net_type="flow_matching",
+        hidden_features=(16,),
+        cube_bound=2.0,
+        **kwargs,
+    )
+
+
+def test_dual_flows_train_both_flows_on_the_flow_matching_loss():
+    torch.manual_seed(0)
+    network = _spec().build()
+    u, x = torch.rand(64, 2) * 4 - 2, torch.randn(64, 3)
+    losses = network.losses(u, x)
+    conditional_nll = -network.conditional.log_prob(u, network.embed(x)).mean()
+    assert losses.shape == (2,) and bool(torch.isfinite(losses).all())
+    assert not torch.isclose(losses[0], conditional_nll)
+    losses.sum().backward()
+    for flow in (network.conditional, network.marginal):
+        assert all(p.grad is not None for p in flow.parameters())
+
+
+def test_network_state_round_trip_samples_and_evaluates_alike():
+    torch.manual_seed(0)
+    network = _spec().build()
+    network.losses(torch.rand(64, 2) * 4 - 2, torch.randn(64, 3))  # set the norms
+    network.set_marginal_policy(MarginalPolicy("mixture", 0.5))
+    network.eval()
+    loaded = network_from_state(network_state(network), torch.device("cpu"))
+    summary = network.embed(torch.randn(3, 3))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        draws = [
+            net.conditional.sample_and_log_prob(
+                (5,), summary, generator=torch.Generator().manual_seed(4)
+            )
+            for net in (network, loaded)
+        ]
+        u = draws[0][0]
+        ratios = [net.log_ratio(u, summary) for net in (network, loaded)]
+    for a, b in zip(draws[0] + (ratios[0],), draws[1] + (ratios[1],), strict=True):
+        torch.testing.assert_close(a, b)
