@@ -16,9 +16,10 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
     "numpydoc",
+    "sphinx_gallery.gen_gallery",
 ]
 
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py"]
 templates_path = []
 html_static_path = ["_static"]
 html_theme = "alabaster"
@@ -41,3 +42,16 @@ numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
 
+
+# The gallery: every script of examples/gallery runs at build time, its output and
+# figures embedded in its page. Small networks train fastest on one torch thread.
+sphinx_gallery_conf = {
+    "examples_dirs": "../examples/gallery",
+    "gallery_dirs": "auto_examples",
+    "filename_pattern": r"/plot_",
+    "image_scrapers": ("matplotlib",),
+    "matplotlib_animations": False,
+    "abort_on_example_error": True,
+    "remove_config_comments": True,
+    "download_all_examples": False,
+}
