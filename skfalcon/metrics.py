@@ -53,6 +53,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_array, check_random_state, check_scalar
 
+from skfalcon.estimators._report import InferenceProgress
 from skfalcon.utils.validation import check_positive_int
 
 __all__ = [
@@ -207,7 +208,13 @@ def _draw_seed(rng: np.random.RandomState) -> int:
 
 def _posterior_batches(estimator, x, n_samples, n_parameters, batch_size, rng):
     """Yield ``(rows, samples)``, samples of shape ``(len(rows), n_samples, n_parameters)``
-    from one ``estimator.sample`` call per batch of observations."""
+    from one ``estimator.sample`` call per batch of observations (with a progress bar
+    when the estimator is verbose and the whole run looks longer than a few seconds)."""
+    with InferenceProgress(len(x), "diagnostics", getattr(estimator, "verbose", 0)) as progress:
+        yield from _batches(estimator, x, n_samples, n_parameters, batch_size, rng, progress)
+
+
+def _batches(estimator, x, n_samples, n_parameters, batch_size, rng, progress):
     for start in range(0, len(x), batch_size):
         x_batch = x[start : start + batch_size]
         samples = np.asarray(
@@ -220,6 +227,7 @@ def _posterior_batches(estimator, x, n_samples, n_parameters, batch_size, rng):
                 f"x_batch of shape {x_batch.shape}; expected {expected}, one set of samples "
                 "per observation with as many columns as theta."
             )
+        progress(len(x_batch))
         yield slice(start, start + len(x_batch)), samples
 
 

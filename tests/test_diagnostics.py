@@ -170,3 +170,27 @@ def test_posterior_predictive_check_verdict():
 def test_bad_verdict_inputs(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_diagnostics_show_progress_for_a_verbose_estimator_only(pairs, monkeypatch):
+    from skfalcon.diagnostics import sbc
+    from skfalcon.estimators import _report
+
+    made = []
+
+    class Bar:
+        def update(self, n):
+            made.append(n)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(_report, "progress_bar", lambda total, desc, *a, **k: Bar())
+    monkeypatch.setattr(_report, "PROGRESS_AFTER_SECONDS", 0.0)
+    theta, x = pairs
+    est = ConjugateGaussian()
+    sbc(est, theta, x, batch_size=50, random_state=0)
+    assert made == []  # no verbose attribute: quiet
+    est.verbose = 1
+    sbc(est, theta, x, batch_size=50, random_state=0)
+    assert sum(made) + 50 == len(x)  # the bar starts after the first batch
