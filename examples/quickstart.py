@@ -20,8 +20,8 @@ def main() -> None:
     parser.add_argument(
         "--max-epochs",
         type=int,
-        default=60,
-        help="training epochs at most (early stopping may end it sooner)",
+        default=None,
+        help="training epochs at most (default: the estimator's; early stopping ends it sooner)",
     )
     parser.add_argument(
         "--n-c2st",
@@ -43,9 +43,8 @@ def main() -> None:
     x = task.simulate(theta, random_state=args.seed + 1)
     print(f"Simulated {len(theta)} two-moons pairs: theta {theta.shape}, x {x.shape}")
 
-    est = FlowPosteriorEstimator(
-        prior=task.prior, max_epochs=args.max_epochs, random_state=args.seed, verbose=1
-    )
+    options = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
+    est = FlowPosteriorEstimator(prior=task.prior, random_state=args.seed, verbose=1, **options)
     start = time.perf_counter()
     est.fit(theta, x)
     print(
