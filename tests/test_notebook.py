@@ -57,4 +57,11 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     assert len(figures) >= 5, "the notebook should draw its figures"
     text = "".join(output.get("text", "") for output in outputs)
     assert "identical samples after reload: True" in text
+    # The fit's progress bar shows, without tqdm's advice about ipywidgets.
+    streams = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    widgets = [
+        o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+    ]
+    assert widgets or ("fit" in streams and "epoch" in streams)
+    assert "TqdmWarning" not in streams and "IProgress not found" not in streams
     print(f"{path.name} executed in {elapsed:.1f} s")
