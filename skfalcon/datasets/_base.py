@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import stats
 from sklearn.utils import check_array, check_random_state
 
 from skfalcon.utils.validation import check_positive_int
@@ -72,3 +73,46 @@ class _SimulationTask:
         rng = check_random_state(random_state)
         theta_true = self.sample_prior(n_observations, random_state=rng)
         return theta_true, self.simulate(theta_true, random_state=rng)
+
+
+class _UniformBoxTask(_SimulationTask):
+    """A task whose prior is uniform on the box ``[-bound, bound]^n_parameters``."""
+
+    bound: float
+    n_parameters: int
+
+    @property
+    def prior(self) -> list:
+        """The prior as a skfalcon prior spec list (a fresh list on each access)."""
+        return [("uniform", -self.bound, self.bound)] * self.n_parameters
+
+    def sample_prior(self, n: int, random_state=None) -> np.ndarray:
+        """Draw parameters from the prior.
+
+        Parameters
+        ----------
+        n : int
+        random_state : int, RandomState instance or None, default=None
+
+        Returns
+        -------
+        theta : ndarray of shape (n, n_parameters)
+        """
+        n = check_positive_int(n, "n")
+        rng = check_random_state(random_state)
+        return rng.uniform(-self.bound, self.bound, size=(n, self.n_parameters))
+
+    def log_prior(self, theta) -> np.ndarray:
+        """Log density of the prior: ``-n_parameters log(2 bound)`` inside the box,
+        ``-inf`` outside.
+
+        Parameters
+        ----------
+        theta : array-like of shape (n, n_parameters)
+
+        Returns
+        -------
+        log_prior : ndarray of shape (n,)
+        """
+        theta = _check_rows(theta, "theta", self.n_parameters)
+        return stats.uniform(-self.bound, 2 * self.bound).logpdf(theta).sum(axis=1)

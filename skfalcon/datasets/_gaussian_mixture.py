@@ -7,7 +7,12 @@ from scipy import stats
 from scipy.special import logsumexp
 from sklearn.utils import check_random_state
 
-from skfalcon.datasets._base import _check_rows, _check_theta_x, _check_vector, _SimulationTask
+from skfalcon.datasets._base import (
+    _check_rows,
+    _check_theta_x,
+    _check_vector,
+    _UniformBoxTask,
+)
 from skfalcon.utils.validation import check_positive_int
 
 __all__ = ["GaussianMixture"]
@@ -26,7 +31,7 @@ def _log_mixture(diff: np.ndarray) -> np.ndarray:
     return logsumexp(per_component, axis=0)
 
 
-class GaussianMixture(_SimulationTask):
+class GaussianMixture(_UniformBoxTask):
     r"""Mean of a two-component Gaussian mixture, under a flat prior on :math:`[-10, 10]^2`.
 
     One 2-D draw :math:`x` from :math:`\frac12 \mathcal{N}(\theta, I) + \frac12
@@ -55,46 +60,12 @@ class GaussianMixture(_SimulationTask):
     True
     """
 
+    bound = _BOUND
     n_parameters = 2
     n_features = 2
 
-    @property
-    def prior(self) -> list:
-        """The prior as a skfalcon prior spec list (a fresh list on each access)."""
-        return [("uniform", -_BOUND, _BOUND)] * self.n_parameters
-
     def __repr__(self) -> str:
         return "GaussianMixture()"
-
-    def sample_prior(self, n: int, random_state=None) -> np.ndarray:
-        """Draw parameters from the prior.
-
-        Parameters
-        ----------
-        n : int
-        random_state : int, RandomState instance or None, default=None
-
-        Returns
-        -------
-        theta : ndarray of shape (n, 2)
-        """
-        n = check_positive_int(n, "n")
-        rng = check_random_state(random_state)
-        return rng.uniform(-_BOUND, _BOUND, size=(n, self.n_parameters))
-
-    def log_prior(self, theta) -> np.ndarray:
-        """Log density of the prior, ``-2 log 20`` inside the box, ``-inf`` outside.
-
-        Parameters
-        ----------
-        theta : array-like of shape (n, 2)
-
-        Returns
-        -------
-        log_prior : ndarray of shape (n,)
-        """
-        theta = _check_rows(theta, "theta", self.n_parameters)
-        return stats.uniform(-_BOUND, 2 * _BOUND).logpdf(theta).sum(axis=1)
 
     def simulate(self, theta, random_state=None) -> np.ndarray:
         """Run the simulator once per row of ``theta``.

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import linalg, stats
+from scipy import linalg
 from scipy.special import gammaln, logsumexp
 from sklearn.mixture import GaussianMixture as _GaussianMixtureModel
 from sklearn.utils import Bunch, check_random_state
 
-from skfalcon.datasets._base import _check_rows, _check_theta_x, _check_vector, _SimulationTask
+from skfalcon.datasets._base import (
+    _check_rows,
+    _check_theta_x,
+    _check_vector,
+    _SimulationTask,
+    _UniformBoxTask,
+)
 from skfalcon.datasets._references import (
     cached_reference,
     importance_resample,
@@ -43,7 +49,7 @@ def _slcp_log_likelihood(theta: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(out), out, -np.inf)
 
 
-class SLCP(_SimulationTask):
+class SLCP(_UniformBoxTask):
     r"""Simple likelihood, complex posterior: five parameters, four 2-D Gaussian draws.
 
     The mean of the draws is :math:`(\theta_1, \theta_2)`, their standard deviations
@@ -87,47 +93,13 @@ class SLCP(_SimulationTask):
     ((2, 8), (2,))
     """
 
+    bound = _BOUND
     n_parameters = 5
     n_features = 2 * _N_DRAWS
     _name = "slcp"
 
-    @property
-    def prior(self) -> list:
-        """The prior as a skfalcon prior spec list (a fresh list on each access)."""
-        return [("uniform", -_BOUND, _BOUND)] * self.n_parameters
-
     def __repr__(self) -> str:
         return "SLCP()"
-
-    def sample_prior(self, n: int, random_state=None) -> np.ndarray:
-        """Draw parameters from the prior.
-
-        Parameters
-        ----------
-        n : int
-        random_state : int, RandomState instance or None, default=None
-
-        Returns
-        -------
-        theta : ndarray of shape (n, 5)
-        """
-        n = check_positive_int(n, "n")
-        rng = check_random_state(random_state)
-        return rng.uniform(-_BOUND, _BOUND, size=(n, self.n_parameters))
-
-    def log_prior(self, theta) -> np.ndarray:
-        """Log density of the prior, ``-5 log 6`` inside the box, ``-inf`` outside.
-
-        Parameters
-        ----------
-        theta : array-like of shape (n, 5)
-
-        Returns
-        -------
-        log_prior : ndarray of shape (n,)
-        """
-        theta = _check_rows(theta, "theta", self.n_parameters)
-        return stats.uniform(-_BOUND, 2 * _BOUND).logpdf(theta).sum(axis=1)
 
     def simulate(self, theta, random_state=None) -> np.ndarray:
         """Run the simulator once per row of ``theta``.
