@@ -221,7 +221,19 @@ def parse_args(argv=None):
         default=None,
         help="torch threads (default: the number of CPU cores available to the process)",
     )
+    parser.add_argument(
+        "--label",
+        default=None,
+        help="name of the skfalcon rows in the table and JSON (default: skfalcon)",
+    )
     parser.add_argument("--out", default=None, help="write all results to this JSON file")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="print the table of earlier --out files (same sample count) and run nothing",
+    )
     args = parser.parse_args(argv)
     default = 1000 if args.quick else 10_000
     args.n_simulations = args.n_simulations or default
@@ -292,8 +304,24 @@ def markdown_table(rows, n_samples):
     return "\n".join(lines)
 
 
+def merge(paths):
+    """The table of several earlier ``--out`` files, one row per task and method."""
+    records, n_samples = [], set()
+    for path in paths:
+        with open(path) as stream:
+            result = json.load(stream)
+        records.extend(result["runs"])
+        n_samples.add(result["arguments"]["n_samples"])
+    if len(n_samples) != 1:
+        sys.exit(f"the files were run with different --n-samples: {sorted(n_samples)}")
+    print(markdown_table(summarize(records), n_samples.pop()))
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.merge:
+        merge(args.merge)
+        return
     ESTIMATOR_PARAMS.update(args.estimator_params or {})
     methods = [args.only] if args.only else list(METHODS)
     check_importable(methods)
@@ -347,7 +375,7 @@ def main(argv=None):
                 records.append(
                     {
                         "task": task_name,
-                        "method": method,
+                        "method": args.label if method == "skfalcon" and args.label else method,
                         "seed": seed,
                         "fit_s": fit_s,
                         "sample_s": sample_s,
