@@ -35,6 +35,7 @@ from bench_accuracy import TASKS as ACCURACY_TASKS
 from bench_accuracy import (
     add_estimator_params_argument,
     environment,
+    import_optimizer_machinery,
     log,
     n_cores,
     sbi_prior,
@@ -213,6 +214,7 @@ def markdown_table(records, budgets):
 def main(argv=None):
     args = parse_args(argv)
     threads = set_threads(args.threads)
+    import_optimizer_machinery()
     log(
         f"torch.set_num_threads({threads}); load average {os.getloadavg()[0]:.1f} on "
         f"{n_cores()} cores; methods {args.methods}, budgets {args.budgets}, amortized "

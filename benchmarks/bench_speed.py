@@ -46,6 +46,7 @@ from bench_accuracy import (
     check_importable,
     fit_sbi,
     fit_skfalcon,
+    import_optimizer_machinery,
     n_cores,
     sample_sbi,
     sample_skfalcon,
@@ -749,6 +750,7 @@ def main(argv=None):
         return
     check_importable(METHODS)
     torch.set_num_threads(args.threads)
+    import_optimizer_machinery()
     log(
         f"torch.set_num_threads({args.threads}), OMP_NUM_THREADS="
         f"{os.environ.get('OMP_NUM_THREADS')}; load average {os.getloadavg()[0]:.1f} on "
