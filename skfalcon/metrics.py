@@ -101,7 +101,11 @@ def c2st(X, Y, *, n_folds=5, z_score=True, random_state=0, classifier=None) -> f
         The classifier to cross-validate (it is cloned, never fitted in
         place). ``None`` uses ``MLPClassifier(activation="relu",
         hidden_layer_sizes=(10 * n_dims, 10 * n_dims), max_iter=1000,
-        solver="adam", random_state=random_state)``.
+        solver="adam", early_stopping=True, n_iter_no_change=50,
+        random_state=random_state)``, the classifier of sbi's C2ST: training
+        stops once the accuracy on a held-out tenth of the training fold has not
+        improved for 50 epochs, which on near-identical samples comes several
+        times sooner than the 1,000-epoch cap.
 
     Returns
     -------
@@ -147,6 +151,8 @@ def c2st(X, Y, *, n_folds=5, z_score=True, random_state=0, classifier=None) -> f
             hidden_layer_sizes=(n_hidden, n_hidden),
             max_iter=1000,
             solver="adam",
+            early_stopping=True,
+            n_iter_no_change=50,
             random_state=random_state,
         )
 
