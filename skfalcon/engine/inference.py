@@ -21,8 +21,11 @@ the mixture of the members' targets; ratios and :math:`\log Z` get a last axis, 
 per member, which :func:`log_posterior` combines into the mixture's density.
 
 All work is done in chunks of :func:`inference_rows` rows per forward pass, which bounds
-memory: on the CPU, activations of :math:`2^{14}` rows are reused by the allocator while
-larger ones are mapped afresh and page-fault on every operation; a GPU wants large batches.
+memory. On the CPU a pass is fastest when its widest activation, rows times the widest
+layer, holds about :math:`2^{20}` numbers: larger ones are mapped afresh by the allocator
+and page-fault on every operation (sampling 20,000 draws of a 10-D coupling flow took
+0.98 s in chunks of :math:`2^{14}` rows and 0.65 s in chunks of :math:`2^{12}`); a GPU
+wants large batches.
 Functions draw from a ``torch.Generator`` when given one, else from torch's global random
 state.
 """
@@ -33,7 +36,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from skfalcon.engine.ensemble import (
     EnsemblePosterior,
@@ -60,6 +63,8 @@ __all__ = [
 ]
 
 _INFERENCE_ROWS = {"cpu": 2**14, "cuda": 2**18}
+_CPU_CELLS = 2**20
+_MIN_CPU_ROWS = 256
 # The pool grows while its ESS is below this many times the samples asked for: at an ESS
 # of n, systematic resampling still repeats every candidate whose weight exceeds 1/n.
 _ESS_PER_SAMPLE = 4
@@ -72,9 +77,14 @@ _LOG_Z_MAX_CANDIDATES = 2**18
 LOG_Z_TOLERANCE = 0.005
 
 
-def inference_rows(device: torch.device) -> int:
-    """Rows per forward pass at inference on ``device``."""
-    return _INFERENCE_ROWS.get(device.type, _INFERENCE_ROWS["cpu"])
+def inference_rows(device: torch.device, network: nn.Module | None = None) -> int:
+    """Rows per forward pass at inference on ``device``; on the CPU, for ``network``'s
+    widest layer (see the module docstring)."""
+    rows = _INFERENCE_ROWS.get(device.type, _INFERENCE_ROWS["cpu"])
+    if device.type != "cpu" or network is None:
+        return rows
+    width = max((getattr(m, "out_features", 1) for m in network.modules()), default=1)
+    return max(_MIN_CPU_ROWS, min(rows, _CPU_CELLS // width))
 
 
 def _cube_bound(network: DualFlowPosterior) -> float:
@@ -148,7 +158,7 @@ def sample_posterior(
     """
     if isinstance(network, EnsemblePosterior):
         return _sample_ensemble(network, summary, n, sampler, device, exponent, generator)
-    m, rows = summary.shape[0], inference_rows(device)
+    m, rows = summary.shape[0], inference_rows(device, network)
     if network.inference_marginal is None or (
         network.marginal_policy.is_exact_prior and exponent == 1.0
     ):
@@ -226,7 +236,7 @@ def _ensemble_log_density(network, u, summaries, log_z, exponent) -> Tensor:
     r"""Normalized log-density ``(m, n)`` of ``u`` ``(m, n, d)`` under the mixture of the
     members' targets :math:`t_k / Z_k`, with ``log_z`` ``(m, K)``."""
     m, n = u.shape[:2]
-    rows = inference_rows(u.device)
+    rows = inference_rows(u.device, network)
     n_chunk = max(1, min(n, rows))
     log_density = torch.empty(m, n, device=u.device)
     for obs in row_chunks(m, max(1, rows // n_chunk)):
@@ -252,7 +262,7 @@ def log_ratio(
     ``(N,)``, or ``(N, K)`` for an ensemble (one column per member)."""
     parts = [
         network.log_ratio(u[rows], summary[index[rows]]).cpu().double()
-        for rows in row_chunks(len(u), inference_rows(device))
+        for rows in row_chunks(len(u), inference_rows(device, network))
     ]
     if parts:
         return torch.cat(parts)

@@ -91,7 +91,7 @@ def _best_candidates(network, candidates, summary, log_z, log_jacobian) -> Tenso
     m, n, _ = candidates.shape
     values = torch.empty(m, n, dtype=torch.float64, device=candidates.device)
     with torch.no_grad():
-        for cols in row_chunks(n, max(1, inference_rows(candidates.device) // m)):
+        for cols in row_chunks(n, max(1, inference_rows(candidates.device, network) // m)):
             block = candidates[:, cols].transpose(0, 1)
             values[:, cols] = _objective(network, block, summary, log_z, log_jacobian).T
     values = values.nan_to_num(-math.inf)

@@ -166,7 +166,7 @@ def log_ratio_to_proposal(
     was_training = posterior.training
     posterior.eval()
     with torch.no_grad():
-        for rows in row_chunks(len(store), inference_rows(device)):
+        for rows in row_chunks(len(store), inference_rows(device, posterior)):
             u, x = store.u[rows].to(device), store.x[rows].to(device)
             log_q = posterior.conditional.log_prob(u, posterior.embed(x))
             values.append(log_q.double().cpu())

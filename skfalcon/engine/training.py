@@ -137,7 +137,7 @@ def _row_counts(rows: int, marginal_rows: Tensor | None, device) -> Tensor:
 def _mean_losses(model: DualFlowPosterior, data: _Rows, device) -> Tensor:
     total = torch.zeros(2, device=device)
     counts = torch.zeros(2, device=device)
-    for rows in row_chunks(len(data), inference_rows(device)):
+    for rows in row_chunks(len(data), inference_rows(device, model)):
         batch = data.take(rows, device)
         weight = _row_counts(len(batch), batch.marginal, device)
         total += model.losses(batch.u, batch.x, batch.marginal) * weight

@@ -210,3 +210,14 @@ def test_systematic_resampling_is_unbiased_and_repeats_nothing_under_flat_weight
     # With flat weights and n equal to the pool, every candidate appears exactly once.
     flat = systematic_resample(torch.zeros(2, 64), 64)
     assert all(len(set(row.tolist())) == 64 for row in flat)
+
+
+def test_inference_rows_keep_the_widest_cpu_activation_near_a_million_numbers():
+    from skfalcon.engine import inference_rows
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert inference_rows(cpu) == 2**14
+    assert inference_rows(cpu, nn.Linear(3, 64)) == 2**14  # narrow: the cap
+    assert inference_rows(cpu, nn.Sequential(nn.Linear(3, 64), nn.Linear(64, 512))) == 2**11
+    assert inference_rows(cpu, nn.Linear(3, 2**16)) == 256  # never tiny passes
+    assert inference_rows(cuda, nn.Linear(3, 512)) == 2**18  # a GPU wants large batches
