@@ -24,9 +24,9 @@ from skfalcon import FlowPosteriorEstimator
 from skfalcon.datasets import GaussianLinear, TwoMoons
 
 FAMILIES = {
-    "nsf": {"net_type": "nsf"},
-    "nsf_coupling": {"net_type": "nsf_coupling"},
-    "spline_coupling": {"net_type": "spline_coupling"},
+    "nsf": {"net_type": "nsf", "num_transforms": 3},
+    "nsf_coupling": {"net_type": "nsf_coupling", "num_transforms": 3},
+    "spline_coupling": {"net_type": "spline_coupling", "num_transforms": 3},
     "spline_coupling_5": {"net_type": "spline_coupling", "num_transforms": 5},
 }
 

@@ -32,7 +32,12 @@ from skfalcon.engine.embeddings import (
     build_embedding,
 )
 from skfalcon.engine.ensemble import EnsemblePosterior, MixtureConditional
-from skfalcon.engine.flows import FLOW_FAMILIES, NormalizedFlow, build_flow
+from skfalcon.engine.flows import (
+    FLOW_FAMILIES,
+    NormalizedFlow,
+    build_flow,
+    resolve_flow_family,
+)
 from skfalcon.engine.importance import (
     ImportanceSample,
     draw_candidates,
@@ -105,6 +110,7 @@ __all__ = [
     "log_ratio_to_proposal",
     "network_from_state",
     "network_state",
+    "resolve_flow_family",
     "row_chunks",
     "sample_posterior",
     "torch_seed_scope",

@@ -154,7 +154,7 @@ def test_theta_outside_the_prior_support_is_an_error(moons_data, tiny):
     ("name", "value", "match"),
     [
         ("lr", -1.0, r"lr=-1.0 \(input should be greater than 0\)"),
-        ("net_type", "flowy", r"net_type='flowy' \(input should be 'nsf'"),
+        ("net_type", "flowy", r"net_type='flowy' \(input should be 'auto', 'nsf'"),
         ("batch_size", 2.5, r"batch_size=2.5 \(input should be a valid integer"),
         ("device", "gpu", r"device='gpu' \(expected 'auto', 'cpu', 'cuda' or 'cuda:N'\)"),
         ("validation_fraction", 1.0, r"validation_fraction=1.0 \(input should be less than 1"),
@@ -254,6 +254,34 @@ def test_every_flow_family_fits_and_samples(moons_data, tiny):
                 prior=task.prior, net_type=net_type, random_state=0, **{**tiny, "max_epochs": 1}
             ).fit(theta[:200], x[:200])
             assert est.sample(x[0], 20).shape == (20, 2), net_type
+
+
+@pytest.mark.parametrize(
+    ("n_dims", "options", "family", "transforms"),
+    [
+        (2, {}, "nsf", 3),
+        (3, {}, "nsf", 3),
+        (4, {}, "spline_coupling", 5),
+        (4, {"num_transforms": 2}, "spline_coupling", 2),
+        (4, {"net_type": "nsf"}, "nsf", 3),
+        (2, {"net_type": "spline_coupling"}, "spline_coupling", 5),
+    ],
+)
+def test_auto_flow_family_follows_the_number_of_parameters(
+    tiny, n_dims, options, family, transforms
+):
+    task = GaussianLinear(n_dims=n_dims)
+    theta = task.sample_prior(200, random_state=0)
+    x = task.simulate(theta, random_state=1)
+    settings = {**tiny, "max_epochs": 1, "num_transforms": None, **options}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = FlowPosteriorEstimator(prior=task.prior, random_state=0, **settings).fit(theta, x)
+    spec = est.network_.spec
+    assert (spec.net_type, spec.num_transforms) == (family, transforms)
+    # The parameters stay as given: a clone resolves them again on its own data.
+    assert est.get_params()["net_type"] == options.get("net_type", "auto")
+    assert len(est.network_.conditional.flow.transform.transforms) == transforms
 
 
 def test_partial_fit_initialises_then_continues(moons_data, tiny):
