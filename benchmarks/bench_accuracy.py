@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 
@@ -250,6 +251,23 @@ def parse_args(argv=None):
     return args
 
 
+def source_revision() -> str | None:
+    """The git commit of the checkout the benchmark ran from, ``+dirty`` with local edits."""
+    here = os.path.dirname(os.path.abspath(__file__))
+
+    def git(*args):
+        return subprocess.run(
+            ["git", "-C", here, *args], capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        return git("rev-parse", "--short", "HEAD") + (
+            "+dirty" if git("status", "--porcelain") else ""
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def environment(threads):
     versions = {
         "python": platform.python_version(),
@@ -271,6 +289,7 @@ def environment(threads):
         "torch_threads": threads,
         "load_average_at_end": os.getloadavg(),
         "versions": versions,
+        "revision": source_revision(),
     }
 
 
