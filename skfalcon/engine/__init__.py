@@ -36,7 +36,7 @@ from skfalcon.engine.flows import (
     FLOW_FAMILIES,
     NormalizedFlow,
     build_flow,
-    resolve_flow_family,
+    default_num_transforms,
 )
 from skfalcon.engine.importance import (
     ImportanceSample,
@@ -100,6 +100,7 @@ __all__ = [
     "build_embedding",
     "build_flow",
     "choose_marginal",
+    "default_num_transforms",
     "draw_candidates",
     "effective_sample_size",
     "importance_sample",
@@ -110,7 +111,6 @@ __all__ = [
     "log_ratio_to_proposal",
     "network_from_state",
     "network_state",
-    "resolve_flow_family",
     "row_chunks",
     "sample_posterior",
     "torch_seed_scope",

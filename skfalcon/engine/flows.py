@@ -28,7 +28,7 @@ from skfalcon.engine.flow_matching import FlowMatchingFlow
 from skfalcon.engine.normalization import RunningNorm
 from skfalcon.engine.seeding import torch_seed_scope
 
-__all__ = ["FLOW_FAMILIES", "NormalizedFlow", "build_flow", "resolve_flow_family"]
+__all__ = ["FLOW_FAMILIES", "NormalizedFlow", "build_flow", "default_num_transforms"]
 
 #: Names accepted by ``net_type`` and the zuko flow each one builds.
 FLOW_FAMILIES = {
@@ -51,29 +51,17 @@ FLOW_FAMILIES = {
     "flow_matching": FlowMatchingFlow,
 }
 
-#: Most features for which ``"auto"`` picks the autoregressive ``"nsf"``; above, coupling
-#: layers. Inverting an autoregressive transform takes one network pass per feature, so
-#: sampling ten features costs ten times the passes of a coupling flow of as many layers.
-AUTOREGRESSIVE_MAX_FEATURES = 3
 # Transforms when none are asked for: a coupling layer transforms about half of the
 # coordinates, so coupling flows get more layers.
 _DEFAULT_TRANSFORMS = {"spline_coupling": 5}
 
 
-def resolve_flow_family(
-    net_type: str, features: int, num_transforms: int | None = None
-) -> tuple[str, int]:
-    """The family and number of transforms that ``net_type`` and ``num_transforms`` name.
-
-    ``net_type="auto"`` is ``"nsf"`` up to :data:`AUTOREGRESSIVE_MAX_FEATURES` features and
-    ``"spline_coupling"`` above; ``num_transforms=None`` is 5 for ``"spline_coupling"``
-    and 3 for the other families.
-    """
-    if net_type == "auto":
-        net_type = "nsf" if features <= AUTOREGRESSIVE_MAX_FEATURES else "spline_coupling"
-    if num_transforms is None:
-        num_transforms = _DEFAULT_TRANSFORMS.get(net_type, 3)
-    return net_type, num_transforms
+def default_num_transforms(net_type: str, num_transforms: int | None = None) -> int:
+    """``num_transforms``, or for ``None`` the family's default: 5 for
+    ``"spline_coupling"``, 3 for the other families."""
+    if num_transforms is not None:
+        return num_transforms
+    return _DEFAULT_TRANSFORMS.get(net_type, 3)
 
 
 # Serializes the rare draws that must go through torch's global random state.

@@ -16,9 +16,9 @@ from skfalcon.engine import (
     SampleStore,
     TrainingDivergedError,
     choose_marginal,
+    default_num_transforms,
     log_posterior,
     log_ratio_to_proposal,
-    resolve_flow_family,
     sample_posterior,
     torch_seed_scope,
     train,
@@ -85,20 +85,19 @@ class FlowPosteriorEstimator(BaseEstimator):
     marginalize : int or list of int, default=None
         Indices of nuisance parameters that are simulated but not inferred (negative
         indices count from the end).
-    net_type : str, default="auto"
-        Flow family of both flows. ``"auto"`` is ``"nsf"`` for up to three inferred
-        parameters and ``"spline_coupling"`` above (the benchmark tasks chose it; see
-        the user guide). ``"nsf"`` is autoregressive: densities take one network pass per
-        transform, samples one pass per parameter per transform. ``"spline_coupling"``
-        puts the same splines in coupling layers, one pass per transform both ways.
+    net_type : str, default="nsf"
+        Flow family of both flows. ``"nsf"`` is autoregressive: densities take one network
+        pass per transform, samples one pass per parameter per transform.
+        ``"spline_coupling"`` puts the same splines in coupling layers, one pass per
+        transform both ways: in ten dimensions it samples about ten times faster, at some
+        cost in accuracy on the benchmark tasks (see the user guide).
         ``"nsf_coupling"``, ``"maf"``, ``"nice"``, ``"realnvp"``, ``"naf"``, ``"unaf"``,
         ``"ncsf"``, ``"sospf"``, ``"bpf"`` and ``"gf"`` are zuko's families.
         ``"flow_matching"`` is a continuous flow trained by flow matching (one vector
         field of widths ``hidden_features``; ``num_transforms`` and ``num_bins`` unused;
         the validation loss is its regression loss): densities and samples solve an ODE,
         slower than the discrete families, and above 10 parameters densities are
-        stochastic estimates (see :mod:`skfalcon.engine.flow_matching`). ``network_.spec``
-        records the family a fit used.
+        stochastic estimates (see :mod:`skfalcon.engine.flow_matching`).
     num_transforms : int, default=None
         Number of flow transforms; ``None`` is 5 for ``"spline_coupling"`` (each layer
         transforms half of the coordinates) and 3 for the other families.
@@ -289,7 +288,7 @@ class FlowPosteriorEstimator(BaseEstimator):
         prior=None,
         *,
         marginalize=None,
-        net_type="auto",
+        net_type="nsf",
         num_transforms=None,
         hidden_features=(64, 64),
         num_bins=16,
@@ -981,16 +980,13 @@ def _parameter_space(params, theta):
 
 def _network_spec(params, space, x: np.ndarray, shape) -> NetworkSpec:
     """The spec of new dual flows for these hyperparameters and training data."""
-    net_type, num_transforms = resolve_flow_family(
-        params.net_type, space.n_free, params.num_transforms
-    )
     return NetworkSpec(
         features=space.n_free,
         observation_features=x.shape[1],
         embedding=embedding_spec(params, shape),
         marginal=space.is_prior,
-        net_type=net_type,
-        num_transforms=num_transforms,
+        net_type=params.net_type,
+        num_transforms=default_num_transforms(params.net_type, params.num_transforms),
         hidden_features=params.hidden_features,
         num_bins=params.num_bins,
         ensemble_size=params.ensemble_size,
