@@ -784,9 +784,7 @@ class FlowPosteriorEstimator(BaseEstimator):
             if self.parameter_space_.is_prior:
                 log_z = torch.as_tensor(self._log_normalizers(unique_x)[0])
             summaries, log_jac = self._summaries(unique_x), torch.as_tensor(log_jac)
-            log_p = log_posterior(
-                self.network_, u_t, summaries, index, log_z, self.device_, log_jac
-            )
+            log_p = log_posterior(self.network_, u_t, summaries, index, log_z, self.device_, log_jac)
         return np.where(support, log_p.numpy(), -np.inf)
 
     def _log_normalizers(self, unique_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
