@@ -18,6 +18,9 @@ is given, so figures can be combined and styled further.
 - :func:`plot_predictive_check`: posterior predictive intervals per feature, with the
   observation, from :func:`~skfalcon.diagnostics.posterior_predictive_check`.
 - :func:`plot_ess`: effective sample size of importance sampling per observation.
+- :func:`plot_sequential_history`: a sequential run's rounds against the simulations
+  spent: validation loss, ESS or truncation volume, and how far each round moved the
+  posterior.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ __all__ = [
     "plot_coverage",
     "plot_predictive_check",
     "plot_ess",
+    "plot_sequential_history",
 ]
 
 
@@ -758,3 +762,80 @@ def plot_ess(ess, *, n_samples: int | None = None, ax=None):
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return ax
+
+
+def plot_sequential_history(history, *, fig=None):
+    """A sequential run's rounds against the simulations spent so far.
+
+    Three panels share the x axis (``n_simulations_total``): the validation loss at the
+    end of each round; the effective sample size of the round's 1,000-draw posterior
+    sample, with the truncation volume on a second axis for ``strategy="truncated"``;
+    and the posterior's movement (the KL divergence of the previous round's posterior to
+    this one's, logarithmic), with ``tol`` drawn when the run had one.
+
+    Parameters
+    ----------
+    history : list of dict or SequentialInference
+        ``loop.history_``, or the run itself (its ``tol`` is then drawn).
+    fig : matplotlib Figure, default=None
+        Figure to draw on; ``None`` makes one.
+
+    Returns
+    -------
+    fig : matplotlib Figure
+
+    Examples
+    --------
+    >>> from skfalcon.plotting import plot_sequential_history
+    >>> history = [
+    ...     {"n_simulations_total": n, "val_loss": 3.0 - i, "ess": 900.0,
+    ...      "truncation_volume": None, "posterior_movement": m}
+    ...     for i, (n, m) in enumerate([(500, float("nan")), (750, 0.4), (1000, 0.05)])
+    ... ]
+    >>> fig = plot_sequential_history(history)
+    >>> fig.axes[-1].get_xlabel()
+    'simulations'
+    """
+    plt = _pyplot()
+    tol = getattr(history, "tol", None)
+    records = getattr(history, "history_", history)
+    if isinstance(records, Mapping) or not isinstance(records, Sequence) or len(records) == 0:
+        raise ValueError(
+            "history must be a non-empty list of per-round dicts (loop.history_) or a run "
+            f"of SequentialInference; got {type(history).__name__}."
+        )
+    needed = {"n_simulations_total", "val_loss", "ess", "posterior_movement"}
+    missing = needed - set(records[0])
+    if missing:
+        raise ValueError(f"history records lack the key(s) {sorted(missing)}.")
+
+    def column(key):
+        values = [r.get(key) for r in records]
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+    n = column("n_simulations_total")
+    if fig is None:
+        fig = plt.figure(figsize=(6.0, 6.0), layout="constrained")
+    loss_ax, ess_ax, move_ax = fig.subplots(3, 1, sharex=True)
+    loss_ax.plot(n, column("val_loss"), "o-", color="C1")
+    loss_ax.set_ylabel("validation loss")
+    ess_ax.plot(n, column("ess"), "o-", color="C0")
+    ess_ax.set_yscale("log")
+    ess_ax.set_ylabel("ESS", color="C0")
+    volume = column("truncation_volume")
+    if np.isfinite(volume).any():
+        volume_ax = ess_ax.twinx()
+        volume_ax.plot(n, volume, "s--", color="C2")
+        volume_ax.set_yscale("log")
+        volume_ax.set_ylabel("truncation volume", color="C2")
+    movement = column("posterior_movement")
+    shown = np.isfinite(movement) & (movement > 0)
+    move_ax.plot(n[shown], movement[shown], "o-", color="C3", label="posterior movement")
+    if tol is not None:
+        move_ax.axhline(tol, color="0.3", ls="--", lw=1.0, label=f"tol = {tol:g}")
+    if shown.any():
+        move_ax.set_yscale("log")
+    move_ax.set_ylabel("KL to previous (nats)")
+    move_ax.set_xlabel("simulations")
+    move_ax.legend(frameon=False, fontsize="small")
+    return fig

@@ -19,6 +19,7 @@ from skfalcon.plotting import (  # noqa: E402
     plot_predictive_check,
     plot_sbc_ecdf,
     plot_sbc_ranks,
+    plot_sequential_history,
     plot_training_curves,
 )
 
@@ -162,9 +163,42 @@ def test_ess_marks_low_observations():
     assert [p.get_height() for p in red] == [500.0]
 
 
+def _round(n, movement, volume=None):
+    return {
+        "n_simulations_total": n,
+        "val_loss": 1.0,
+        "ess": 1000.0,
+        "truncation_volume": volume,
+        "posterior_movement": movement,
+    }
+
+
+def test_sequential_history_draws_each_round_and_the_tolerance():
+    class Run:
+        tol = 0.1
+        history_ = [_round(500, float("nan"), 1.0), _round(750, 0.5, 0.2), _round(1000, 0.05, 0.1)]
+
+    fig = plot_sequential_history(Run())
+    loss_ax, ess_ax, move_ax = fig.axes[:3]
+    np.testing.assert_array_equal(loss_ax.get_lines()[0].get_xdata(), [500, 750, 1000])
+    # The first round has no movement; the others are drawn, with tol as a line.
+    movement = move_ax.get_lines()[0]
+    np.testing.assert_array_equal(movement.get_ydata(), [0.5, 0.05])
+    assert move_ax.get_lines()[1].get_ydata()[0] == 0.1
+    assert len(fig.axes) == 4  # the truncation volume's own axis
+    np.testing.assert_array_equal(fig.axes[3].get_lines()[0].get_ydata(), [1.0, 0.2, 0.1])
+
+
+def test_sequential_history_without_truncation_has_three_axes():
+    fig = plot_sequential_history([_round(500, float("nan")), _round(750, 0.3)])
+    assert len(fig.axes) == 3
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
+        (lambda: plot_sequential_history([]), "non-empty list of per-round dicts"),
+        (lambda: plot_sequential_history([{"ess": 1.0}]), r"lack the key\(s\)"),
         (lambda: plot_corner(np.zeros(10)), r"samples must be a 2-D array .* got shape \(10,\)"),
         (lambda: plot_corner({}), "samples is an empty dict"),
         (

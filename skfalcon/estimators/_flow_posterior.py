@@ -386,6 +386,15 @@ class FlowPosteriorEstimator(BaseEstimator):
     def __setstate__(self, state):
         super().__setstate__(restore_state(state))
 
+    def __deepcopy__(self, memo):
+        # Unlike a pickle, a copy in memory keeps the sample store (immutable: shared), so
+        # that the copy's partial_fit continues from the same rows.
+        copied = self.__class__.__new__(self.__class__)
+        memo[id(self)] = copied
+        for name, value in self.__dict__.items():
+            setattr(copied, name, value if name == "_store" else copy.deepcopy(value, memo))
+        return copied
+
     # ------------------------------------------------------------------ fitted state
 
     @property
@@ -784,7 +793,9 @@ class FlowPosteriorEstimator(BaseEstimator):
             if self.parameter_space_.is_prior:
                 log_z = torch.as_tensor(self._log_normalizers(unique_x)[0])
             summaries, log_jac = self._summaries(unique_x), torch.as_tensor(log_jac)
-            log_p = log_posterior(self.network_, u_t, summaries, index, log_z, self.device_, log_jac)
+            log_p = log_posterior(
+                self.network_, u_t, summaries, index, log_z, self.device_, log_jac
+            )
         return np.where(support, log_p.numpy(), -np.inf)
 
     def _log_normalizers(self, unique_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

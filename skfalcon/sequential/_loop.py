@@ -18,6 +18,7 @@ kept (``interrupted_``); a failing or hanging simulator call is raised or droppe
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -80,6 +81,7 @@ class SequentialParams(BaseModel):
     resample_interval: PositiveInt = 10
     n_rounds: PositiveInt = 4
     truncation_margin: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.25
+    tol: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
     n_jobs: int | None = None
     simulation_chunk_size: PositiveInt = DEFAULT_CHUNK_SIZE
     simulation_timeout: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = None
@@ -194,6 +196,13 @@ class SequentialInference(BaseEstimator):
         on each side by this fraction of its width and intersected with the previous box,
         so that boxes are nested and the store's rows are distributed as the prior inside
         the last one.
+    tol : float, default=None
+        Stop early when the posterior of ``x_obs`` no longer moves: once a round moves it
+        by less than ``tol`` nats (``posterior_movement`` in ``history_``), the run ends
+        (``stop_reason_ == "converged"``) and the rest of the budget is not spent. A round
+        trained to convergence ends the run at once; a ``"standard"`` round cut short by
+        ``resample_interval`` is followed by one more round, trained to convergence.
+        ``None`` spends the whole budget.
     n_jobs : int, default=None
         Parallel simulation: each chunk of a round's parameters is one ``simulator`` call
         in ``joblib.Parallel(n_jobs)``. ``None`` runs them one after the other, unless a
@@ -238,10 +247,19 @@ class SequentialInference(BaseEstimator):
         compare within a round), ``ess`` (effective sample size of the importance pool of
         ``estimator_.sample(x_obs, 1000)``), ``truncation_volume`` (``"truncated"``: the
         fraction of the hypercube's volume the round's simulations were drawn from;
-        ``None`` for the other strategies), ``seconds_simulate``, ``seconds_train``,
-        ``interrupted`` (True on the last record of an interrupted run).
+        ``None`` for the other strategies), ``posterior_movement`` (the
+        Kullback-Leibler divergence, in nats, of the previous round's posterior of
+        ``x_obs`` to this round's, estimated on 1,000 draws; NaN for the first round),
+        ``final_fit`` (on the last record of a run whose last round continued training a
+        fitted network: ``"continued"``, or ``"refit"`` when networks trained afresh on
+        all the stored simulations reached the lower validation loss and were kept;
+        ``None`` elsewhere), ``seconds_simulate``, ``seconds_train``, ``interrupted``
+        (True on the last record of an interrupted run).
     n_simulations_ : int
         Simulations run in the completed rounds, dropped and failed ones included.
+    stop_reason_ : {"budget", "converged", "interrupted"}
+        Why the run ended: the budget was spent, the posterior stopped moving (``tol``),
+        or Ctrl-C or an error stopped it.
     n_dropped_simulations_ : int
         Simulations dropped because their observation held NaN or infinity
         (``nan_policy="drop"``).
@@ -291,6 +309,7 @@ class SequentialInference(BaseEstimator):
         resample_interval=10,
         n_rounds=4,
         truncation_margin=0.25,
+        tol=None,
         n_jobs=None,
         simulation_chunk_size=32,
         simulation_timeout=None,
@@ -306,6 +325,7 @@ class SequentialInference(BaseEstimator):
         self.resample_interval = resample_interval
         self.n_rounds = n_rounds
         self.truncation_margin = truncation_margin
+        self.tol = tol
         self.n_jobs = n_jobs
         self.simulation_chunk_size = simulation_chunk_size
         self.simulation_timeout = simulation_timeout
@@ -386,6 +406,7 @@ class SequentialInference(BaseEstimator):
         self.n_failed_simulations_ = run.n_failed
         self.x_obs_ = run.x_obs
         self.interrupted_ = interrupted
+        self.stop_reason_ = "interrupted" if interrupted else run.stop_reason
         if run.strategy.name == "truncated":
             box = run.strategy.trained_box  # the last completed round's, not a proposed one
             self.truncation_box_ = run.estimator.prior_.box_to_theta(*box)
@@ -395,7 +416,8 @@ def _working_estimator(params: SequentialParams, strategy: Strategy, rounds, rng
     """A clone of the user's estimator, with the strategy's options and the run's seed."""
     base = clone(params.estimator)
     options = strategy.estimator_options(rounds, base)
-    if params.random_state is not None:
+    # A seed in every case: the final round's two fits must split the store alike.
+    if params.random_state is not None or base.get_params()["random_state"] is None:
         options["random_state"] = draw_seed(rng)
     return type(base)(**{**base.get_params(deep=False), **options})
 
@@ -415,6 +437,13 @@ def _check_rounds(strategy: Strategy, n_simulations: int, params) -> list[Round]
             "needs at least one simulation."
         )
     return strategy.rounds(n_simulations)
+
+
+def _best_val_loss(estimator, n_before: int) -> float:
+    """The lowest validation loss of the epochs after the first ``n_before``."""
+    losses = [r.get("val_loss", math.nan) for r in estimator.history_[n_before:]]
+    finite = [float(v) for v in losses if math.isfinite(v)]
+    return min(finite) if finite else math.inf
 
 
 def _warn_collapsed_weights(history: list[dict], strategy: str) -> None:
@@ -450,8 +479,14 @@ class _Run:
         self.n_dropped = 0
         self.n_failed = 0
         self.interrupted = False
+        self.stop_reason = "budget"
         self._bar = None
         self._pool = None  # the joblib.Parallel every round's simulations run in
+        # Draws of the last round's posterior of x_obs and their log-density under it.
+        self._draws: tuple[np.ndarray, np.ndarray] | None = None
+        # The fitted estimator before the last round trained to convergence, and that
+        # round's rows: what a fresh final fit on all the stored rows starts from.
+        self._before_last: tuple[Any, tuple] | None = None
 
     def run(self, rounds: list[Round], pool) -> None:
         """Run the rounds, simulating in ``pool``; stop at once on Ctrl-C, or when training
@@ -463,9 +498,13 @@ class _Run:
         self._pool = pool
         if self.params.verbose:
             self._bar = progress_bar(len(rounds), self.strategy.name, "round")
+        settled = False  # the posterior stopped moving: this round is the last
         for i, planned in enumerate(rounds):
+            final = settled or i == len(rounds) - 1
+            if settled:  # the last round trains to convergence
+                planned = Round(planned.size)
             try:
-                self.step(planned, final=i == len(rounds) - 1)
+                self.step(planned, final=final)
             except KeyboardInterrupt:
                 if not self.history:
                     raise
@@ -474,7 +513,68 @@ class _Run:
             # says so in interrupted_: the user asked the run to stop, not that epoch.
             self.interrupted |= bool(getattr(self.estimator, "interrupted_", False))
             if self.interrupted:
+                self.stop_reason = "interrupted"
                 return
+            if final:
+                break
+            settled = self._settled()
+            if settled and planned.max_epochs is None:  # converged already: stop here
+                break
+        self.stop_reason = "converged" if settled else "budget"
+        self.finish()
+
+    def _settled(self) -> bool:
+        """Whether the last round moved the posterior by less than ``tol``."""
+        tol = self.params.tol
+        movement = self.history[-1]["posterior_movement"]
+        return tol is not None and bool(movement < tol)
+
+    def finish(self) -> None:
+        """Keep the better of the trained networks and a fresh fit on all stored rows.
+
+        The last round trained to convergence continued from the networks of the earlier
+        rounds. The same round is trained again from new networks, on the same store (the
+        same training and validation rows: the estimator's seed fixes the split), and the
+        networks with the lower best validation loss are kept, so that the run's result
+        is never worse, on held-out simulations, than one fit on all of them.
+        """
+        if self._before_last is None:
+            return
+        before, rows = self._before_last
+        self._before_last = None
+        n_before = len(before.history_)
+        start = time.perf_counter()
+        try:
+            # Its warnings (convergence, overfitting) concern the run only if it is kept.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                refit = before.partial_fit(*rows[:2], theta_log_prob=rows[2], reset_network=True)
+        except KeyboardInterrupt:
+            self.interrupted, self.stop_reason = True, "interrupted"
+            return
+        record = self.history[-1]
+        record["seconds_train"] += time.perf_counter() - start
+        if getattr(refit, "interrupted_", False) or not (
+            _best_val_loss(refit, n_before) < _best_val_loss(self.estimator, n_before)
+        ):
+            record["final_fit"] = "continued"
+            return
+        for caught_warning in caught:
+            warnings.warn_explicit(
+                caught_warning.message,
+                caught_warning.category,
+                caught_warning.filename,
+                caught_warning.lineno,
+            )
+        self.estimator = refit
+        last = refit.history_[-1]
+        record.update(
+            final_fit="refit",
+            n_epochs=len(refit.history_) - n_before,
+            train_loss=float(last.get("train_loss", math.nan)),
+            val_loss=float(last.get("val_loss", math.nan)),
+        )
+        record["ess"], record["posterior_movement"] = self._draw_posterior()
 
     def close_progress(self) -> None:
         if self._bar is not None:
@@ -494,6 +594,9 @@ class _Run:
         start = time.perf_counter()
         fitted = hasattr(estimator, "network_") and not self.strategy.refits
         n_epochs_before = len(estimator.history_) if fitted else 0
+        if fitted and planned.max_epochs is None:
+            # A possible last round: keep what a fresh fit on all the rows would start from.
+            self._before_last = (copy.deepcopy(estimator), (theta, x, log_prob))
         with warnings.catch_warnings():
             if not final:
                 # A round is meant to stop before convergence; only the last one must converge.
@@ -554,24 +657,36 @@ class _Run:
             self.observation_shape = observation_shape_of(x)
         return x, ~failed
 
-    def _ess(self) -> float:
-        """The ESS of a posterior draw for ``x_obs``; NaN when Ctrl-C cuts it short, which
-        stops the run after this (trained) round."""
-        seed = draw_seed(self.rng)
+    def _draw_posterior(self) -> tuple[float, float]:
+        r"""The ESS of a posterior draw for ``x_obs``, and how far the posterior moved.
+
+        The movement is :math:`\mathrm{KL}(p_{r-1} \,\|\, p_r) \approx \frac1n
+        \sum_i [\log p_{r-1}(\theta_i) - \log p_r(\theta_i)]` over the previous round's
+        draws :math:`\theta_i \sim p_{r-1}`, NaN for the first round. Both are NaN when
+        Ctrl-C cuts this short, which stops the run after this (trained) round.
+        """
+        estimator, seed = self.estimator, draw_seed(self.rng)
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # a low ESS is recorded, not warned
-                _, ess = self.estimator.sample(
+                # A low ESS is recorded, not warned; so is a stochastic log-density.
+                warnings.simplefilter("ignore", UserWarning)
+                theta, ess = estimator.sample(
                     self.x_obs, _ESS_SAMPLES, random_state=seed, return_ess=True
                 )
+                movement = math.nan
+                if self._draws is not None:
+                    previous, log_p_previous = self._draws
+                    log_p = estimator.log_prob(previous, self.x_obs)
+                    movement = float(np.mean(log_p_previous - log_p))
+                self._draws = (theta, estimator.log_prob(theta, self.x_obs))
         except KeyboardInterrupt:
             self.interrupted = True
-            return math.nan
-        return float(ess)
+            return math.nan, math.nan
+        return float(ess), movement
 
     def _record(self, n, n_failed, n_epochs_before, seconds_simulate, seconds_train) -> None:
         estimator = self.estimator
-        ess = self._ess()
+        ess, movement = self._draw_posterior()
         last = estimator.history_[-1] if estimator.history_ else {}
         record = {
             "round": len(self.history),
@@ -585,6 +700,8 @@ class _Run:
             "val_loss": float(last.get("val_loss", math.nan)),
             "ess": ess,
             **self.strategy.record(estimator),
+            "posterior_movement": movement,
+            "final_fit": None,
             "seconds_simulate": seconds_simulate,
             "seconds_train": seconds_train,
             "interrupted": False,

@@ -1,6 +1,7 @@
 """Files of earlier releases, and what a pickle of a fitted estimator holds."""
 
 import ast
+import copy
 import pathlib
 import warnings
 
@@ -67,6 +68,21 @@ def test_the_pickle_holds_the_spec_the_policy_and_numpy_weights(fitted_moons):
     assert all(isinstance(v, np.ndarray) for v in saved["weights"].values())
     assert "network_" not in state and "_store" not in state
     assert state["_skfalcon_version"] == skfalcon.__version__
+
+
+def test_a_deep_copy_keeps_the_store_and_trains_on_as_the_original(moons_data, tiny):
+    task, theta, x = moons_data
+    est = FlowPosteriorEstimator(prior=task.prior, random_state=0, **tiny).fit(theta, x)
+    copied = copy.deepcopy(est)
+    assert copied.network_ is not est.network_
+    copied.partial_fit(theta[:50], x[:50], max_epochs=1)
+    assert copied.n_stored_simulations_ == len(theta) + 50
+    assert est.n_stored_simulations_ == len(theta)  # the original is left as it was
+    est.partial_fit(theta[:50], x[:50], max_epochs=1)
+    np.testing.assert_array_equal(
+        est.sample(task.observations(1)[1][0], 5, random_state=0),
+        copied.sample(task.observations(1)[1][0], 5, random_state=0),
+    )
 
 
 def _calls(module: pathlib.Path):
