@@ -170,12 +170,13 @@ class SequentialInference(BaseEstimator):
         prior simulations, one fit; ``"round_based"``: ``n_rounds`` rounds of full
         renewal of the data, discarding implausible rows (the estimator's
         ``discard_log_ratio``, -20 when it sets none); ``"truncated"``: rounds of
-        simulations from the prior restricted to a box around the current posterior,
-        each trained to convergence. Prefer ``"truncated"`` when the posterior is narrow
+        simulations from the prior restricted to a region around the current posterior
+        (boxes along the cube's and the posterior's principal axes), each trained to
+        convergence. Prefer ``"truncated"`` when the posterior is narrow
         against the prior in several dimensions: there the ratio of two learned flows
         that the other sequential strategies rely on is noisy (figures in
         ``benchmarks/RESULTS.md``). The trained estimator is then accurate only for
-        observations whose posterior lies in the final box.
+        observations whose posterior lies in the final region.
     min_training_samples : int, default=None
         ``"standard"`` and ``"truncated"``: prior simulations run before training
         starts. ``None``: a quarter of the budget given to :meth:`run` (500 for 2,000
@@ -191,11 +192,12 @@ class SequentialInference(BaseEstimator):
         ``"round_based"``: the budget is split into this many equal rounds; each round's
         simulations replace the previous ones.
     truncation_margin : float, default=0.25
-        ``"truncated"``: each round's box spans, in the hypercube, each coordinate's
-        0.1 % to 99.9 % quantiles of 4,000 samples of the current posterior; it is widened
-        on each side by this fraction of its width and intersected with the previous box,
-        so that boxes are nested and the store's rows are distributed as the prior inside
-        the last one.
+        ``"truncated"``: each round's region is the intersection of two boxes in the
+        hypercube around 4,000 samples of the current posterior, one along the cube's
+        axes and one along the samples' principal axes, each spanning the 0.1 % to 99.9 %
+        quantiles of the samples' coordinates and widened on each side by this fraction
+        of its width; it is intersected with the earlier regions, so that regions are
+        nested and the store's rows are distributed as the prior inside the last one.
     tol : float, default=None
         Stop early when the posterior of ``x_obs`` no longer moves: once a round moves it
         by less than ``tol`` nats (``posterior_movement`` in ``history_``), the run ends

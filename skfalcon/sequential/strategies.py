@@ -14,11 +14,18 @@ methods of the estimator and its prior only.
   replacing the store (its capacity is one round) and discarding implausible rows, each
   trained to convergence.
 - :class:`TruncatedStrategy`: rounds of the standard sizes, each from the prior restricted
-  to a box of the cube around the current posterior of :math:`x_o` (each coordinate's
-  0.1 % to 99.9 % quantiles of 4,000 samples, widened by ``truncation_margin`` of its
-  width and intersected with the previous box), joining the store as prior rows and
-  trained to convergence. Inside the last box every stored row follows the prior, so the
-  posterior is :math:`q` itself, without the ratio to a learned marginal.
+  to a region of the cube around the current posterior of :math:`x_o`, joining the store
+  as prior rows and trained to convergence. The region is the intersection of two boxes
+  around 4,000 posterior samples, each spanning the 0.1 % to 99.9 % quantiles of the
+  samples' coordinates, widened by ``truncation_margin`` of its width: one along the
+  cube's axes, one along the principal axes of the samples (the eigenvectors of their
+  covariance), which is far smaller for a correlated posterior. Each region is also
+  intersected with the previous ones, so inside the last region every stored row
+  follows the prior, and the posterior is :math:`q` itself, without the ratio to a
+  learned marginal.
+
+The prior is uniform in the cube, so its restriction to a region is uniform on it:
+regions are drawn by rejection from the smaller of their two boxes.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import numpy as np
 __all__ = [
     "STRATEGIES",
     "AmortizedStrategy",
+    "PrincipalBox",
     "Round",
     "RoundBasedStrategy",
     "StandardStrategy",
@@ -38,6 +46,10 @@ __all__ = [
 ]
 
 _TRUNCATION_SAMPLES = 4000
+# Candidates per rejection batch, and the acceptance below which a principal-axes box is
+# left out of the region (it then costs more draws than it saves simulations).
+_REJECTION_BATCH = 65536
+_MIN_ACCEPTANCE = 1e-3
 # Extreme samples are too sensitive to the flow's tails to bound the box.
 _TRUNCATION_TAIL = 1e-3
 # Falcon's discard threshold, for round-based runs of an estimator that sets none.
@@ -139,6 +151,41 @@ class RoundBasedStrategy(Strategy):
         }
 
 
+@dataclass(frozen=True)
+class PrincipalBox:
+    r"""The box :math:`\{u : \text{low} \le (u - c) A \le \text{high}\}` in the cube's
+    coordinates, with orthonormal columns :math:`A` (the principal axes) and centre
+    :math:`c`."""
+
+    center: np.ndarray
+    axes: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+    @classmethod
+    def around(cls, u: np.ndarray, tail: float, margin: float) -> PrincipalBox:
+        """The box of the rows ``u`` between their ``tail`` and ``1 - tail`` quantiles along
+        their principal axes, widened on each side by ``margin`` of its width."""
+        center = u.mean(axis=0)
+        _, axes = np.linalg.eigh(np.cov(u, rowvar=False).reshape(u.shape[1], u.shape[1]))
+        z = (u - center) @ axes
+        low, high = np.quantile(z, tail, axis=0), np.quantile(z, 1.0 - tail, axis=0)
+        pad = margin * (high - low)
+        return cls(center, axes, low - pad, high + pad)
+
+    @property
+    def volume(self) -> float:
+        """Its volume in the cube's coordinates (a rotation keeps volumes)."""
+        return float(np.prod(self.high - self.low))
+
+    def contains(self, u: np.ndarray) -> np.ndarray:
+        z = (u - self.center) @ self.axes
+        return np.all((self.low <= z) & (z <= self.high), axis=-1)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return self.center + rng.uniform(self.low, self.high, (n, len(self.low))) @ self.axes.T
+
+
 class TruncatedStrategy(Strategy):
     """Rounds from the prior restricted to nested boxes around the posterior."""
 
@@ -152,6 +199,10 @@ class TruncatedStrategy(Strategy):
         # The box of the last round that was trained: an interrupted round's box, proposed
         # but never simulated or trained, must not be reported as the run's.
         self.trained_box: tuple[np.ndarray, np.ndarray] | None = None
+        # The principal-axes boxes of the rounds so far: the region is box ∩ all of them.
+        self.principal_boxes: list[PrincipalBox] = []
+        self.volume = 1.0  # the region's share of the cube (estimated by rejection)
+        self.trained_volume = 1.0
         self.prior = None
 
     def rounds(self, n_simulations: int) -> list[Round]:
@@ -173,7 +224,56 @@ class TruncatedStrategy(Strategy):
         new_high = np.minimum(high + margin, old_high)
         empty = new_low >= new_high
         self.box = (np.where(empty, old_low, new_low), np.where(empty, old_high, new_high))
-        return prior.sample_box(*self.box, n, seed), None
+        rng = np.random.default_rng(seed)
+        principal = PrincipalBox.around(
+            prior.theta_to_u(posterior)[0], _TRUNCATION_TAIL, self.truncation_margin
+        )
+        u = self._draw_region(n, principal, rng)
+        return prior.complete(u, rng), None
+
+    def _draw_region(self, n: int, principal: PrincipalBox, rng) -> np.ndarray:
+        """``n`` uniform draws from the region: the box ∩ the principal boxes of the earlier
+        rounds ∩ ``principal``, by rejection from the smaller of the box and ``principal``.
+        ``principal`` is left out when too few candidates fall in the region."""
+        low, high = self.box
+        box_volume = float(np.prod(high - low))
+
+        def inside(u, boxes):
+            keep = np.all((low <= u) & (u <= high), axis=1)
+            for box in boxes:
+                keep &= box.contains(u)
+            return keep
+
+        def acceptance(boxes, from_principal):
+            pilot = (
+                principal.sample(_REJECTION_BATCH, rng)
+                if from_principal
+                else (rng.uniform(low, high, (_REJECTION_BATCH, len(low))))
+            )
+            return pilot, inside(pilot, boxes)
+
+        boxes = [*self.principal_boxes, principal]
+        from_principal = 0 < principal.volume < box_volume
+        pilot, keep = acceptance(boxes, from_principal)
+        if keep.mean() < _MIN_ACCEPTANCE:  # degenerate or disjoint: this round without it
+            boxes, from_principal = self.principal_boxes, False
+            pilot, keep = acceptance(boxes, from_principal)
+        if not keep.any():
+            raise RuntimeError(
+                f"the truncation region holds none of {_REJECTION_BATCH} candidates: the "
+                "posterior of x_obs moved out of the region of the earlier rounds"
+            )
+        accepted, n_drawn = [pilot[keep]], len(pilot)
+        while sum(map(len, accepted)) < n:
+            pilot, keep = acceptance(boxes, from_principal)
+            accepted.append(pilot[keep])
+            n_drawn += len(pilot)
+        self.principal_boxes = boxes
+        superset = principal.volume if from_principal else box_volume
+        cube_volume = float(np.prod(2 * self.prior.cube_box()[1]))
+        self.volume = superset * sum(map(len, accepted)) / n_drawn / cube_volume
+        u = np.concatenate(accepted)
+        return u[rng.permutation(len(u))[:n]]
 
     def current_box(self) -> tuple[np.ndarray, np.ndarray]:
         """The last box in u, or the whole cube before any truncation."""
@@ -183,7 +283,8 @@ class TruncatedStrategy(Strategy):
         """Called once a round is trained: its box becomes :attr:`trained_box`."""
         self.prior = estimator.prior_
         self.trained_box = self.current_box()
-        return {"truncation_volume": self.prior.box_volume(*self.trained_box)}
+        self.trained_volume = self.volume
+        return {"truncation_volume": self.trained_volume}
 
 
 #: Strategy names and the knobs of :class:`~skfalcon.SequentialInference` each takes.

@@ -167,7 +167,8 @@ def test_truncated_rounds_draw_from_nested_boxes_around_the_posterior(tiny):
 
     volumes = [r["truncation_volume"] for r in seq.history_]
     assert volumes[0] == 1.0  # the first round samples the whole prior
-    assert all(a >= b for a, b in zip(volumes, volumes[1:], strict=False))  # nested
+    # Nested; the volumes are Monte Carlo estimates (about 0.3 % noise).
+    assert all(a >= 0.99 * b for a, b in zip(volumes, volumes[1:], strict=False))
     # The posterior's sd is 0.02 in a prior of width 2: the last box is under a tenth of
     # the prior (0.05 at this seed), and it holds the observation's posterior.
     assert volumes[-1] < 0.1
