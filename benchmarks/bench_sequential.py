@@ -93,7 +93,15 @@ def run_skfalcon(
     )
     loop.run(x_obs, budget)
     samples = loop.estimator_.sample(x_obs, n_samples, random_state=seed)
-    return samples, {"rounds": len(loop.history_), "epochs": loop.estimator_.n_iter_}
+    last = loop.history_[-1]
+    return samples, {
+        "rounds": len(loop.history_),
+        "epochs": loop.estimator_.n_iter_,
+        "final_fit": last["final_fit"],
+        "stop_reason": loop.stop_reason_,
+        "posterior_movement": [round(r["posterior_movement"], 4) for r in loop.history_[1:]],
+        "truncation_volume": last["truncation_volume"],
+    }
 
 
 def run_sbi(variant, task, x_obs, budget, n_samples, seed, n_rounds):
@@ -223,7 +231,10 @@ def main(argv=None):
     records = []
     for task_name in args.tasks:
         task = TASKS[task_name]()
-        _, observations = task.observations(args.n_observations)
+        # The first of bench_accuracy's observations, so that MCMC references cached by
+        # either script serve both.
+        _, observations = task.observations(max(args.n_observations, 3))
+        observations = observations[: args.n_observations]
         references = [
             task.reference_posterior(x_o, args.n_samples, random_state=i)
             for i, x_o in enumerate(observations)
