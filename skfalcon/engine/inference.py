@@ -148,16 +148,22 @@ def sample_posterior(
     exponent: float = 1.0,
     generator: torch.Generator | None = None,
     progress: Callable[[int], None] | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
+    with_log_density: bool = True,
+) -> tuple[Tensor, Tensor, Tensor | None]:
     """Samples ``(m, n, d)``, ESS ``(m,)`` and normalized target log-densities ``(m, n)``.
 
     Random numbers come from ``generator`` (on ``device``), else from torch's global state.
     ``progress``, if given, is called with the number of observations of each finished
     chunk (not for an ensemble).
-    An ensemble draws each sample's member first (see :mod:`skfalcon.engine.ensemble`).
+    An ensemble draws each sample's member first (see :mod:`skfalcon.engine.ensemble`);
+    its mixture log-density takes a pass of every member over every sample, skipped (and
+    ``None`` returned) with ``with_log_density=False``. A single posterior's comes with
+    its draws.
     """
     if isinstance(network, EnsemblePosterior):
-        return _sample_ensemble(network, summary, n, sampler, device, exponent, generator)
+        return _sample_ensemble(
+            network, summary, n, sampler, device, exponent, generator, with_log_density
+        )
     m, rows = summary.shape[0], inference_rows(device, network)
     if network.inference_marginal is None or (
         network.marginal_policy.is_exact_prior and exponent == 1.0
@@ -193,7 +199,7 @@ def sample_posterior(
     return u, ess.sum(dim=1), log_density
 
 
-def _sample_ensemble(network, summary, n, sampler, device, exponent, generator):
+def _sample_ensemble(network, summary, n, sampler, device, exponent, generator, with_log_density):
     r""":func:`sample_posterior` of an ensemble: members drawn per sample, then sampled.
 
     Member :math:`k` draws as many samples for every observation as the most any
@@ -214,15 +220,18 @@ def _sample_ensemble(network, summary, n, sampler, device, exponent, generator):
         u_k, ess_k, log_density_k = sample_posterior(
             member, summaries[k], n_k, sampler, device, exponent, generator
         )
-        # The normalizer of member k's target, read off its first draw per observation.
-        first = u_k[:, :1].transpose(0, 1)
-        log_z.append(
-            _member_exponent(member, exponent) * member.log_ratio(first, summaries[k])[0]
-            - log_density_k[:, 0]
-        )
+        if with_log_density:
+            # The normalizer of member k's target, read off its first draw per observation.
+            first = u_k[:, :1].transpose(0, 1)
+            log_z.append(
+                _member_exponent(member, exponent) * member.log_ratio(first, summaries[k])[0]
+                - log_density_k[:, 0]
+            )
         chosen = assignment == k
         u[chosen] = u_k[observation[chosen], ranks[chosen]].to(u.dtype)
         ess += ess_k * counts[:, k] / n_k
+    if not with_log_density:
+        return u, ess, None
     log_density = _ensemble_log_density(network, u, summaries, torch.stack(log_z, -1), exponent)
     return u, ess, log_density
 

@@ -663,8 +663,9 @@ class FlowPosteriorEstimator(BaseEstimator):
         with named_errors("random_state"):
             return draw_seed(self.random_state if random_state is None else random_state)
 
-    def _draw(self, x2d: np.ndarray, n: int, sampler, exponent: float, seed: int):
-        """``sample_posterior`` of the target with ``exponent`` for flat observations.
+    def _draw(self, x2d: np.ndarray, n: int, sampler, exponent: float, seed: int, densities=True):
+        """``sample_posterior`` of the target with ``exponent`` for flat observations
+        (``densities=False``: an ensemble skips its mixture log-densities).
 
         One generator per call, on the networks' device: torch's global random state is
         never used, so concurrent calls cannot change each other's draws.
@@ -680,6 +681,7 @@ class FlowPosteriorEstimator(BaseEstimator):
                 exponent=exponent,
                 generator=generator,
                 progress=progress,
+                with_log_density=densities,
             )
 
     def sample(self, x, n_samples, *, random_state=None, return_ess=False, as_frame=False):
@@ -727,7 +729,9 @@ class FlowPosteriorEstimator(BaseEstimator):
         x2d, single = self._check_observations(x)
         warn_if_misspecified(self, x2d)
         _check_output_size(len(x2d), n_samples, self.n_parameters_)
-        u, ess, _ = self._draw(x2d, n_samples, sampler, 1.0, self._seed(random_state))
+        u, ess, _ = self._draw(
+            x2d, n_samples, sampler, 1.0, self._seed(random_state), densities=False
+        )
         theta = self.parameter_space_.u_to_theta(u.to("cpu", torch.float64).numpy())
         ess = ess.cpu().numpy().astype(np.float64)
         _warn_low_ess(ess, n_samples)

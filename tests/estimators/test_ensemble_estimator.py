@@ -146,3 +146,15 @@ def test_partial_fit_rounds_with_an_ensemble(moons_data, tiny):
     assert est.n_iter_ == tiny["max_epochs"] + 2
     draws = est.sample(x[0], 100, random_state=1)
     assert np.isfinite(draws).all() and np.isfinite(est.log_prob(draws, x[0])).all()
+
+
+@pytest.mark.parametrize("marginal", ["auto", "flow"])
+def test_sampling_without_the_mixture_density_draws_the_same(ensembles, moons_data, marginal):
+    est = ensembles[marginal]
+    x2d = moons_data[0].observations(2)[1]
+    sampler, _ = est._inference_settings()
+    u, ess, log_density = est._draw(x2d, 50, sampler, 1.0, 7)
+    u_only, ess_only, none = est._draw(x2d, 50, sampler, 1.0, 7, densities=False)
+    assert none is None and log_density.shape == (2, 50)
+    np.testing.assert_array_equal(u_only.numpy(), u.numpy())
+    np.testing.assert_array_equal(ess_only.numpy(), ess.numpy())
