@@ -13,6 +13,7 @@ Run ``python benchmarks/bench_accuracy.py --help`` for the options and see
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -50,7 +51,8 @@ C2ST_CLASSIFIERS = {
     "c2st_mlp": None,
     "c2st_rf": RandomForestClassifier(n_estimators=100, random_state=0),
 }
-METHODS = ("skfalcon", "sbi")
+# "sbi" is NPE with a neural spline flow; "sbi_fmpe" flow-matching posterior estimation.
+METHODS = ("skfalcon", "sbi", "sbi_fmpe")
 
 
 def log(message: str) -> None:
@@ -120,14 +122,18 @@ def sbi_prior(task):
     raise ValueError(f"no sbi prior for task {task!r}")
 
 
-def fit_sbi(task, theta, x, seed):
-    """sbi's NPE with an NSF density estimator and sbi's defaults, trained; returns the
-    posterior and the fit time (building NPE, appending, training, building the posterior)."""
-    from sbi.inference import NPE
+def fit_sbi(task, theta, x, seed, method="sbi"):
+    """sbi's NPE with an NSF density estimator (``"sbi"``) or its flow-matching posterior
+    estimation (``"sbi_fmpe"``), sbi's defaults, trained; returns the posterior and the fit
+    time (building the inference object, appending, training, building the posterior)."""
+    from sbi.inference import FMPE, NPE
 
     torch.manual_seed(seed)  # sbi draws from torch's global generator
     start = time.perf_counter()
-    inference = NPE(prior=sbi_prior(task), density_estimator="nsf", show_progress_bars=False)
+    if method == "sbi_fmpe":
+        inference = FMPE(prior=sbi_prior(task), show_progress_bars=False)
+    else:
+        inference = NPE(prior=sbi_prior(task), density_estimator="nsf", show_progress_bars=False)
     inference.append_simulations(
         torch.as_tensor(theta, dtype=torch.float32), torch.as_tensor(x, dtype=torch.float32)
     )
@@ -143,9 +149,9 @@ def sample_sbi(posterior, x_o, n_samples):
     return draws.numpy().astype(np.float64)
 
 
-def run_sbi(task, theta, x, x_obs, n_samples, seed):
-    """Fit sbi's NPE with an NSF density estimator and sbi's defaults, then sample."""
-    posterior, fit_s = fit_sbi(task, theta, x, seed)
+def run_sbi(task, theta, x, x_obs, n_samples, seed, method="sbi"):
+    """Fit sbi's NPE with an NSF density estimator (or FMPE), sbi's defaults, then sample."""
+    posterior, fit_s = fit_sbi(task, theta, x, seed, method)
     samples, sample_s = [], []
     for x_o in x_obs:
         start = time.perf_counter()
@@ -154,7 +160,11 @@ def run_sbi(task, theta, x, x_obs, n_samples, seed):
     return fit_s, sample_s, samples
 
 
-RUNNERS = {"skfalcon": run_skfalcon, "sbi": run_sbi}
+RUNNERS = {
+    "skfalcon": run_skfalcon,
+    "sbi": run_sbi,
+    "sbi_fmpe": functools.partial(run_sbi, method="sbi_fmpe"),
+}
 
 
 def add_estimator_params_argument(parser, default=None) -> None:
