@@ -340,6 +340,20 @@ def _dress_corner_axes(axes, ranges, truth, names, truth_color) -> None:
 # --------------------------------------------------------------------------- training
 
 
+def _history_records(history, expected: str, keys: Sequence[str]) -> Sequence[Mapping]:
+    """The records of ``history`` (a list of dicts, or an object's ``history_``), checked to
+    be non-empty and to hold ``keys``."""
+    records = getattr(history, "history_", history)
+    if isinstance(records, Mapping) or not isinstance(records, Sequence) or len(records) == 0:
+        raise ValueError(
+            f"history must be a non-empty list of {expected}; got {type(history).__name__}."
+        )
+    missing = set(keys) - set(records[0])
+    if missing:
+        raise ValueError(f"history records lack the key(s) {sorted(missing)}.")
+    return records
+
+
 def plot_training_curves(history, *, ax=None, show_lr: bool = True):
     """Training and validation loss per epoch, the best epoch and the learning rate.
 
@@ -371,15 +385,11 @@ def plot_training_curves(history, *, ax=None, show_lr: bool = True):
     """
     plt = _pyplot()
     best_epoch = getattr(history, "best_epoch_", None)
-    records = getattr(history, "history_", history)
-    if isinstance(records, Mapping) or not isinstance(records, Sequence) or len(records) == 0:
-        raise ValueError(
-            "history must be a non-empty list of per-epoch dicts (est.history_) or a fitted "
-            f"estimator; got {type(history).__name__}."
-        )
-    missing = {"epoch", "train_loss", "val_loss"} - set(records[0])
-    if missing:
-        raise ValueError(f"history records lack the key(s) {sorted(missing)}.")
+    records = _history_records(
+        history,
+        "per-epoch dicts (est.history_) or a fitted estimator",
+        ("epoch", "train_loss", "val_loss"),
+    )
     epoch = np.array([r["epoch"] for r in records], dtype=np.float64)
     train = np.array([r["train_loss"] for r in records], dtype=np.float64)
     val = np.array([r["val_loss"] for r in records], dtype=np.float64)
@@ -798,16 +808,11 @@ def plot_sequential_history(history, *, fig=None):
     """
     plt = _pyplot()
     tol = getattr(history, "tol", None)
-    records = getattr(history, "history_", history)
-    if isinstance(records, Mapping) or not isinstance(records, Sequence) or len(records) == 0:
-        raise ValueError(
-            "history must be a non-empty list of per-round dicts (loop.history_) or a run "
-            f"of SequentialInference; got {type(history).__name__}."
-        )
-    needed = {"n_simulations_total", "val_loss", "ess", "posterior_movement"}
-    missing = needed - set(records[0])
-    if missing:
-        raise ValueError(f"history records lack the key(s) {sorted(missing)}.")
+    records = _history_records(
+        history,
+        "per-round dicts (loop.history_) or a run of SequentialInference",
+        ("n_simulations_total", "val_loss", "ess", "posterior_movement"),
+    )
 
     def column(key):
         values = [r.get(key) for r in records]
