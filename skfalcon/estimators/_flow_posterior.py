@@ -113,7 +113,8 @@ class FlowPosteriorEstimator(BaseEstimator):
         mixture of their normalized posteriors: :meth:`sample` draws each sample's member
         at random, :meth:`log_prob` is the log of their mean density, and
         :meth:`sample_proposal` draws from the mixture of the members' widened
-        posteriors. Training and sampling cost about ``ensemble_size`` times as much.
+        posteriors. Training and :meth:`log_prob` cost about ``ensemble_size`` times as
+        much; :meth:`sample` about the same, since each draw comes from one member.
     embedding : None, str, nn.Module, callable or dict, default=None
         Summary network of ``x``, trained jointly with the flows (see
         :doc:`/user_guide/embeddings`). ``None``: the flattened ``x``, normalised online.
