@@ -7,5 +7,7 @@ TINY = dict(
     max_epochs=3,
     batch_size=64,
     num_proposals=4,
+    # One network: unit tests check one posterior; ensembles have tests of their own.
+    ensemble_size=1,
     device="cpu",
 )

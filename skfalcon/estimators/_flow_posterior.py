@@ -106,7 +106,7 @@ class FlowPosteriorEstimator(BaseEstimator):
     num_bins : int, default=16
         Spline bins (``"nsf"``, ``"spline_coupling"``, ``"nsf_coupling"`` and ``"ncsf"``
         only).
-    ensemble_size : int, default=1
+    ensemble_size : int, default=2
         Number of posteriors trained side by side, each with its own embedding and flows,
         initialised independently and trained on the same minibatches (the losses in
         ``history_`` are then sums over members). The posterior is the equal-weight
@@ -114,7 +114,9 @@ class FlowPosteriorEstimator(BaseEstimator):
         at random, :meth:`log_prob` is the log of their mean density, and
         :meth:`sample_proposal` draws from the mixture of the members' widened
         posteriors. Training and :meth:`log_prob` cost about ``ensemble_size`` times as
-        much; :meth:`sample` about the same, since each draw comes from one member.
+        much; :meth:`sample` about the same, since each draw comes from one member. Two
+        members read a lower C2ST than one on the benchmark tasks (figures in
+        ``benchmarks/RESULTS.md``); 1 fits fastest.
     embedding : None, str, nn.Module, callable or dict, default=None
         Summary network of ``x``, trained jointly with the flows (see
         :doc:`/user_guide/embeddings`). ``None``: the flattened ``x``, normalised online.
@@ -150,10 +152,12 @@ class FlowPosteriorEstimator(BaseEstimator):
         AdamW decoupled weight decay.
     lr_decay_factor : float, default=0.5
         Factor of the learning rate when the validation loss plateaus.
-    lr_patience : int, default=5
+    lr_patience : int, default=10
         Epochs without improvement before the learning rate decays.
-    early_stop_patience : int, default=10
-        Epochs without improvement before training stops.
+    early_stop_patience : int, default=20
+        Epochs without improvement before training stops. Slowly converging posteriors
+        (the Gaussian mixture's, two moons') gain from the longer wait; fits that
+        overfit early restore the same best epoch either way.
     validation_fraction : float, default=0.1
         Fraction of simulations held out for early stopping and model selection.
     use_best_models : bool, default=True
@@ -293,7 +297,7 @@ class FlowPosteriorEstimator(BaseEstimator):
         num_transforms=None,
         hidden_features=(64, 64),
         num_bins=16,
-        ensemble_size=1,
+        ensemble_size=2,
         embedding=None,
         embedding_features=32,
         embedding_hidden_features=(128, 128),
@@ -303,8 +307,8 @@ class FlowPosteriorEstimator(BaseEstimator):
         lr=2e-3,
         weight_decay=0.0,
         lr_decay_factor=0.5,
-        lr_patience=5,
-        early_stop_patience=10,
+        lr_patience=10,
+        early_stop_patience=20,
         validation_fraction=0.1,
         use_best_models=True,
         max_epochs=200,

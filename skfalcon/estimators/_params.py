@@ -76,7 +76,7 @@ class FlowPosteriorParams(BaseModel):
     num_transforms: Annotated[int, Field(ge=1)] | None = None
     hidden_features: _Widths = (64, 64)
     num_bins: Annotated[int, Field(ge=2)] = 16
-    ensemble_size: Annotated[int, Field(ge=1)] = 1
+    ensemble_size: Annotated[int, Field(ge=1)] = 2
     embedding: Any = None
     embedding_features: Annotated[int, Field(ge=1)] = 32
     embedding_hidden_features: _Widths = (128, 128)
@@ -86,8 +86,8 @@ class FlowPosteriorParams(BaseModel):
     lr: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 2e-3
     weight_decay: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.0
     lr_decay_factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
-    lr_patience: Annotated[int, Field(ge=0)] = 5
-    early_stop_patience: Annotated[int, Field(ge=0)] = 10
+    lr_patience: Annotated[int, Field(ge=0)] = 10
+    early_stop_patience: Annotated[int, Field(ge=0)] = 20
     validation_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     use_best_models: bool = True
     max_epochs: Annotated[int, Field(ge=1)] = 200

@@ -15,6 +15,9 @@ from skfalcon import FlowPosteriorEstimator
 from skfalcon.engine import DualFlowPosterior, EnsemblePosterior
 from tests._tiny import TINY
 
+# TINY without its ensemble_size: these tests set their own.
+SMALL = {k: v for k, v in TINY.items() if k != "ensemble_size"}
+
 DATA = pathlib.Path(__file__).parent.parent / "data"
 
 
@@ -26,35 +29,35 @@ def ensembles(moons_data):
         warnings.simplefilter("ignore")  # tiny fits stop at max_epochs
         return {
             marginal: FlowPosteriorEstimator(
-                prior=task.prior, ensemble_size=2, marginal=marginal, random_state=0, **TINY
+                prior=task.prior, ensemble_size=2, marginal=marginal, random_state=0, **SMALL
             ).fit(theta, x)
             for marginal in ("auto", "flow")
         }
 
 
-def test_ensemble_size_is_a_plain_hyperparameter(tiny):
-    est = FlowPosteriorEstimator(ensemble_size=3, **tiny)
+def test_ensemble_size_is_a_plain_hyperparameter():
+    est = FlowPosteriorEstimator(ensemble_size=3, **SMALL)
     assert est.get_params()["ensemble_size"] == 3
     assert clone(est).ensemble_size == 3
     assert est.set_params(ensemble_size=2).ensemble_size == 2
-    assert FlowPosteriorEstimator().ensemble_size == 1
+    assert FlowPosteriorEstimator().ensemble_size == 2
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, True, "2", None])
-def test_a_bad_ensemble_size_names_itself(value, moons_data, tiny):
+def test_a_bad_ensemble_size_names_itself(value, moons_data):
     task, theta, x = moons_data
-    est = FlowPosteriorEstimator(prior=task.prior, ensemble_size=value, **tiny)
+    est = FlowPosteriorEstimator(prior=task.prior, ensemble_size=value, **SMALL)
     with pytest.raises(ValueError, match=rf"ensemble_size={value!r}"):
         est.fit(theta[:50], x[:50])
 
 
-def test_size_one_is_the_single_posterior_with_the_same_draws(moons_data, fitted_moons, tiny):
+def test_size_one_is_the_single_posterior_with_the_same_draws(moons_data, fitted_moons):
     task, theta, x = moons_data
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        est = FlowPosteriorEstimator(prior=task.prior, ensemble_size=1, random_state=0, **tiny).fit(
-            theta, x
-        )
+        est = FlowPosteriorEstimator(
+            prior=task.prior, ensemble_size=1, random_state=0, **SMALL
+        ).fit(theta, x)
     assert type(est.network_) is DualFlowPosterior
     assert not any(k.startswith("members.") for k in est.network_.state_dict())
     np.testing.assert_array_equal(
@@ -129,10 +132,10 @@ def test_grid_search_over_ensemble_size(moons_data, tiny):
     assert search.best_params_["ensemble_size"] in (1, 2)
 
 
-def test_partial_fit_rounds_with_an_ensemble(moons_data, tiny):
+def test_partial_fit_rounds_with_an_ensemble(moons_data):
     task, theta, x = moons_data
     est = FlowPosteriorEstimator(
-        prior=task.prior, ensemble_size=2, discard_log_ratio=-30.0, random_state=0, **tiny
+        prior=task.prior, ensemble_size=2, discard_log_ratio=-30.0, random_state=0, **SMALL
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -143,7 +146,7 @@ def test_partial_fit_rounds_with_an_ensemble(moons_data, tiny):
         est.partial_fit(proposal, task.simulate(proposal, random_state=3), log_prob, max_epochs=2)
     assert est.marginal_ == "mixture" and est.prior_fraction_ == pytest.approx(0.6, abs=0.01)
     assert isinstance(est.network_, EnsemblePosterior)
-    assert est.n_iter_ == tiny["max_epochs"] + 2
+    assert est.n_iter_ == SMALL["max_epochs"] + 2
     draws = est.sample(x[0], 100, random_state=1)
     assert np.isfinite(draws).all() and np.isfinite(est.log_prob(draws, x[0])).all()
 
