@@ -441,11 +441,9 @@ def _check_rounds(strategy: Strategy, n_simulations: int, params) -> list[Round]
     return strategy.rounds(n_simulations)
 
 
-def _best_val_loss(estimator, n_before: int) -> float:
-    """The lowest validation loss of the epochs after the first ``n_before``."""
-    losses = [r.get("val_loss", math.nan) for r in estimator.history_[n_before:]]
-    finite = [float(v) for v in losses if math.isfinite(v)]
-    return min(finite) if finite else math.inf
+def _best_val_loss(estimator) -> float:
+    """The best validation loss of the estimator's last round (the engine's record)."""
+    return float(estimator.history_[-1]["best_val_loss"])
 
 
 def _warn_collapsed_weights(history: list[dict], strategy: str) -> None:
@@ -484,8 +482,10 @@ class _Run:
         self.stop_reason = "budget"
         self._bar = None
         self._pool = None  # the joblib.Parallel every round's simulations run in
-        # Draws of the last round's posterior of x_obs and their log-density under it.
+        # Draws of the last round's posterior of x_obs and their log-density under it, and
+        # those of the round before.
         self._draws: tuple[np.ndarray, np.ndarray] | None = None
+        self._previous_draws: tuple[np.ndarray, np.ndarray] | None = None
         # The fitted estimator before the last round trained to convergence, and that
         # round's rows: what a fresh final fit on all the stored rows starts from.
         self._before_last: tuple[Any, tuple] | None = None
@@ -557,7 +557,7 @@ class _Run:
         record = self.history[-1]
         record["seconds_train"] += time.perf_counter() - start
         if getattr(refit, "interrupted_", False) or not (
-            _best_val_loss(refit, n_before) < _best_val_loss(self.estimator, n_before)
+            _best_val_loss(refit) < _best_val_loss(self.estimator)
         ):
             record["final_fit"] = "continued"
             return
@@ -576,6 +576,8 @@ class _Run:
             train_loss=float(last.get("train_loss", math.nan)),
             val_loss=float(last.get("val_loss", math.nan)),
         )
+        # The movement from the round before, to the networks kept.
+        self._draws = self._previous_draws
         record["ess"], record["posterior_movement"] = self._draw_posterior()
 
     def close_progress(self) -> None:
@@ -680,6 +682,7 @@ class _Run:
                     previous, log_p_previous = self._draws
                     log_p = estimator.log_prob(previous, self.x_obs)
                     movement = float(np.mean(log_p_previous - log_p))
+                self._previous_draws = self._draws
                 self._draws = (theta, estimator.log_prob(theta, self.x_obs))
         except KeyboardInterrupt:
             self.interrupted = True

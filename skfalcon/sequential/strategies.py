@@ -269,9 +269,11 @@ class TruncatedStrategy(Strategy):
             accepted.append(pilot[keep])
             n_drawn += len(pilot)
         self.principal_boxes = boxes
-        superset = principal.volume if from_principal else box_volume
-        cube_volume = float(np.prod(2 * self.prior.cube_box()[1]))
-        self.volume = superset * sum(map(len, accepted)) / n_drawn / cube_volume
+        # Shares of the cube: the prior's probability of the superset, times the acceptance.
+        superset = self.prior.box_volume(low, high)
+        if from_principal:
+            superset *= principal.volume / box_volume
+        self.volume = superset * sum(map(len, accepted)) / n_drawn
         u = np.concatenate(accepted)
         return u[rng.permutation(len(u))[:n]]
 

@@ -88,12 +88,12 @@ def test_the_final_fit_keeps_the_lower_validation_loss(estimator, monkeypatch, r
     seen = []
     best = _loop._best_val_loss
 
-    def scripted(candidate, n_before):
+    def scripted(candidate):
         seen.append(candidate)
         # finish() asks for the refit's loss first, then the continued networks'.
         if len(seen) % 2 == 1:
-            return best(candidate, n_before) - (1e6 if refit_wins else -1e6)
-        return best(candidate, n_before)
+            return best(candidate) - (1e6 if refit_wins else -1e6)
+        return best(candidate)
 
     monkeypatch.setattr(_loop, "_best_val_loss", scripted)
     seq = loop(estimator, strategy="truncated").run(X_OBS, 400)
@@ -125,3 +125,27 @@ def test_an_interrupted_run_says_so(estimator):
             random_state=0,
         ).run(X_OBS, 400)
     assert seq.stop_reason_ == "interrupted" and seq.interrupted_
+
+
+def test_a_kept_refit_records_its_movement_from_the_round_before(estimator, monkeypatch):
+    calls = []
+
+    def refit_wins(candidate):
+        calls.append(candidate)  # finish() asks for the refit's loss first
+        return -math.inf if len(calls) % 2 else math.inf
+
+    monkeypatch.setattr(_loop, "_best_val_loss", refit_wins)
+    draws = []
+    original = _loop._Run._draw_posterior
+
+    def recording(self):
+        draws.append(self._draws)
+        return original(self)
+
+    monkeypatch.setattr(_loop._Run, "_draw_posterior", recording)
+    seq = loop(estimator, strategy="truncated").run(X_OBS, 400)
+    assert seq.history_[-1]["final_fit"] == "refit"
+    # The refit's movement compares it with the draws of the round before the last.
+    previous, log_p_previous = draws[-2]
+    expected = np.mean(log_p_previous - seq.estimator_.log_prob(previous, X_OBS))
+    assert seq.history_[-1]["posterior_movement"] == pytest.approx(expected)
