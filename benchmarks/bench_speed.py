@@ -229,10 +229,11 @@ def per_sample_scheme(estimator, x_o, n, seed):
 
     The marginal is the one the estimator infers with (the exact prior after a fit on
     prior simulations), which is cheaper per candidate than Falcon's learned marginal flow,
-    so the speed-up against this baseline is a lower bound. Pools hold at most
+    so the speed-up against this baseline is a lower bound; of an ensemble it runs the
+    first member alone, a lower bound again. Pools hold at most
     ``2**14`` candidates, the chunk size that runs fastest on a CPU.
     """
-    from skfalcon.engine import importance_sample
+    from skfalcon.engine import EnsemblePosterior, importance_sample
 
     network, prior = estimator.network_, estimator.prior_
     per_pool = max(1, 2**14 // PER_SAMPLE_CANDIDATES)
@@ -240,6 +241,8 @@ def per_sample_scheme(estimator, x_o, n, seed):
     parts = []
     with torch.no_grad():
         summary = network.embed(torch.as_tensor(x_o[None], dtype=torch.float32))
+        if isinstance(network, EnsemblePosterior):  # one member: cheaper than the mixture
+            network, summary = network.members[0], network.split(summary)[0]
         for start in range(0, n, per_pool):
             draw = importance_sample(
                 network,
@@ -253,69 +256,60 @@ def per_sample_scheme(estimator, x_o, n, seed):
     return prior.from_cube(torch.cat(parts).double()).numpy()
 
 
-def bench_sampling(args, models):
-    task, size, fitted = fitted_models(args, models, args.sample_task)
+def sampling_rates(args, task_name, models):
+    """Samples per second of each method on one task: one observation (each of
+    ``args.sample_sizes``) and many at once; the per-sample scheme on the sample task."""
+    task, size, fitted = fitted_models(args, models, task_name)
     estimator, posterior = fitted["skfalcon"], fitted["sbi"]
     x_o = task.observations(1)[1][0]
     xs = task.observations(args.n_observations, random_state=1)[1]
-    rows, records = [], []
-
-    def per_sample(k, n):
-        return per_sample_scheme(estimator, x_o, n, k)
-
+    x_batch = torch.as_tensor(xs, dtype=torch.float32)
+    with_per_sample = task_name == args.sample_task
+    rows, records, samples_for_c2st = [], [], {}
     cases = [("1", n) for n in args.sample_sizes] + [
         (f"{args.n_observations:,}", args.samples_per_observation)
     ]
-    samples_for_c2st = {}
     for observations, n in cases:
         many = observations != "1"
-        repeats = 1 if n * (args.n_observations if many else 1) >= 10**6 else args.sample_repeats
         total = n * (args.n_observations if many else 1)
+        repeats = 1 if total >= 10**6 else args.sample_repeats
         rates = {}
         if many:
-            rates["skfalcon"] = (
-                total
-                / timed_draws(lambda k, n=n: estimator.sample(xs, n, random_state=k), repeats)[0]
-            )
-            rates["sbi"] = (
-                total
-                / timed_draws(
-                    lambda k, n=n: posterior.sample_batched(
-                        (n,), x=torch.as_tensor(xs, dtype=torch.float32), show_progress_bars=False
-                    ),
-                    repeats,
-                )[0]
-            )
+            calls = {
+                "skfalcon": lambda k, n=n: estimator.sample(xs, n, random_state=k),
+                "sbi": lambda k, n=n: posterior.sample_batched(
+                    (n,), x=x_batch, show_progress_bars=False
+                ),
+            }
         else:
-            seconds, result = timed_draws(
-                lambda k, n=n: estimator.sample(x_o, n, random_state=k), repeats
-            )
-            rates["skfalcon"] = n / seconds
-            samples_for_c2st.setdefault("skfalcon", (n, result))
-            seconds, result = timed_draws(lambda k, n=n: sample_sbi(posterior, x_o, n), repeats)
-            rates["sbi"] = n / seconds
-            samples_for_c2st.setdefault("sbi", (n, result))
-            if n <= args.per_sample_max:
-                seconds, result = timed_draws(lambda k, n=n: per_sample(k, n), 1)
-                rates["per_sample"] = n / seconds
-                samples_for_c2st.setdefault("per_sample", (n, result))
+            calls = {
+                "skfalcon": lambda k, n=n: estimator.sample(x_o, n, random_state=k),
+                "sbi": lambda k, n=n: sample_sbi(posterior, x_o, n),
+            }
+            if with_per_sample and n <= args.per_sample_max:
+                calls["per_sample"] = lambda k, n=n: per_sample_scheme(estimator, x_o, n, k)
+        for name, call in calls.items():
+            seconds, result = timed_draws(call, 1 if name == "per_sample" else repeats)
+            rates[name] = total / seconds
+            if not many:
+                samples_for_c2st.setdefault(name, (n, result))
         per = rates.get("per_sample")
         log(
-            f"[sampling] {observations} observation(s) x {n:,}: "
+            f"[sampling] {task_name}, {observations} observation(s) x {n:,}: "
             + ", ".join(f"{k} {v:,.0f}/s" for k, v in rates.items())
         )
         rows.append(
             [
+                task_name,
                 observations,
                 f"{n:,}",
                 fmt(rates["skfalcon"], ",.0f"),
-                fmt(per, ",.0f"),
-                fmt(None if per is None else rates["skfalcon"] / per, ".1f"),
                 fmt(rates["sbi"], ",.0f"),
                 fmt(rates["skfalcon"] / rates["sbi"], ".2f"),
+                fmt(per, ",.0f"),
             ]
         )
-        records.append({"observations": observations, "n": n, "rates": rates})
+        records.append({"task": task_name, "observations": observations, "n": n, "rates": rates})
 
     reference = task.reference_posterior(x_o, args.c2st_samples, random_state=0)
     scores = {}
@@ -323,80 +317,123 @@ def bench_sampling(args, models):
         samples = np.asarray(samples)
         if n < args.c2st_samples:  # too few samples: draw the C2ST set on its own
             if name == "per_sample":
-                samples = per_sample(0, args.c2st_samples)
+                samples = per_sample_scheme(estimator, x_o, args.c2st_samples, 0)
             else:
                 samples = draw(name, fitted[name], x_o, args.c2st_samples, 0)
         scores[name] = c2st(reference, samples[: args.c2st_samples])
-    log(f"[sampling] C2ST on one observation: {scores}")
+    log(f"[sampling] {task_name}: C2ST on one observation: {scores}")
+    return rows, records, scores, size
+
+
+def bench_sampling(args, models):
+    rows, records, notes = [], [], []
+    for task_name in args.tasks:
+        task_rows, task_records, scores, size = sampling_rates(args, task_name, models)
+        rows += task_rows
+        records.append({"task": task_name, "rates": task_records, "c2st": scores})
+        notes.append(
+            f"{task_name} "
+            + ", ".join(f"{name} {fmt(score, '.3f')}" for name, score in scores.items())
+        )
     table = markdown(
         [
+            "task",
             "observations",
             "samples each",
             "skfalcon samples/s",
-            f"per-sample scheme ({PER_SAMPLE_CANDIDATES}) samples/s",
-            "speed-up",
             "sbi samples/s",
             "skfalcon / sbi",
+            f"per-sample scheme ({PER_SAMPLE_CANDIDATES}) samples/s",
         ],
         rows,
     )
     table += (
-        f"\n\nC2ST on one {args.sample_task} observation ({args.c2st_samples:,} samples; models "
-        f"fitted on {size:,} simulations): skfalcon {fmt(scores.get('skfalcon'), '.3f')}, "
-        f"per-sample scheme {fmt(scores.get('per_sample'), '.3f')}, "
-        f"sbi {fmt(scores.get('sbi'), '.3f')}."
+        f"\n\nC2ST on one observation ({args.c2st_samples:,} samples; models fitted on "
+        f"{min(args.sizes):,} simulations): " + "; ".join(notes) + "."
     )
-    return table, {"rates": records, "c2st": scores, "fit_size": size}
+    return table, records
 
 
 # ----------------------------------------------------------------------- 3. log_prob
 
 
-def bench_log_prob(args, models):
-    task, size, fitted = fitted_models(args, models, args.sample_task)
+def log_prob_rates(args, task_name, models):
+    """``log_prob`` pairs per second of both methods on one task, for one observation and
+    for many, each after a first call that computes (and caches) the normalizers."""
+    task, _, fitted = fitted_models(args, models, task_name)
     estimator, posterior = fitted["skfalcon"], fitted["sbi"]
     n = args.log_prob_pairs
     theta = task.sample_prior(n, random_state=2)
     x_o = task.observations(1)[1][0]
     n_obs = min(args.n_observations, n)
-    xs = np.repeat(task.observations(n_obs, random_state=1)[1], n // n_obs, axis=0)
-    theta_many = theta[: len(xs)]
-    rows = []
+    per_obs = n // n_obs
+    xs = task.observations(n_obs, random_state=1)[1]
+    # Observation-major pairs for skfalcon; sbi's batched call takes (per_obs, n_obs, d).
+    theta_many = theta[: per_obs * n_obs]
+    theta_batched = torch.as_tensor(
+        theta_many.reshape(n_obs, per_obs, -1).transpose(1, 0, 2), dtype=torch.float32
+    )
+    x_batched = torch.as_tensor(xs, dtype=torch.float32)
+    xs_pairs = np.repeat(xs, per_obs, axis=0)
 
-    with Stopwatch() as watch:  # Z(x) of the one observation, computed once and cached
+    with Stopwatch() as watch:
         estimator.log_prob(theta[:1], x_o)
     z_one = watch.wall
-    seconds = timed_draws(lambda k: estimator.log_prob(theta, x_o), args.sample_repeats)[0]
+    with Stopwatch() as watch:
+        estimator.log_prob(theta_many[::per_obs], xs)
+    z_many = watch.wall
     theta_t = torch.as_tensor(theta, dtype=torch.float32)
     x_t = torch.as_tensor(x_o, dtype=torch.float32)
+    calls = {
+        ("1", "skfalcon"): lambda k: estimator.log_prob(theta, x_o),
+        ("1", "sbi"): lambda k: posterior.log_prob(theta_t, x=x_t),
+        ("many", "skfalcon"): lambda k: estimator.log_prob(theta_many, xs_pairs),
+        # sbi's batched call re-estimates every observation's leakage by rejection
+        # sampling on each call; unnormalized, it times the flow alone (a lower bound).
+        ("many", "sbi"): lambda k: posterior.log_prob_batched(
+            theta_batched, x=x_batched, norm_posterior=False
+        ),
+    }
+    rates = {}
     with torch.no_grad():
-        posterior.log_prob(theta_t[:1], x=x_t)  # sbi's leakage correction of this x
-        sbi_seconds = timed_draws(
-            lambda k: posterior.log_prob(theta_t, x=x_t), args.sample_repeats
-        )[0]
-    rows.append(
-        ["1", f"{n:,}", fmt(n / seconds, ",.0f"), fmt(z_one, ".2f"), fmt(n / sbi_seconds, ",.0f")]
-    )
-
-    with Stopwatch() as watch:  # Z(x) of every observation, once
-        estimator.log_prob(theta_many[:: n // n_obs], xs[:: n // n_obs])
-    z_many = watch.wall
-    seconds = timed_draws(lambda k: estimator.log_prob(theta_many, xs), args.sample_repeats)[0]
-    rows.append(
-        [f"{n_obs:,}", f"{len(xs):,}", fmt(len(xs) / seconds, ",.0f"), fmt(z_many, ".2f"), "—"]
-    )
+        for (case, name), call in calls.items():
+            call(0)  # sbi's leakage correction of one observation, computed once
+            count = n if case == "1" else per_obs * n_obs
+            rates[case, name] = count / timed_draws(call, args.sample_repeats)[0]
+    rows = [
+        [
+            task_name,
+            label,
+            f"{n if case == '1' else per_obs * n_obs:,}",
+            fmt(rates[case, "skfalcon"], ",.0f"),
+            fmt(z, ".2f"),
+            fmt(rates[case, "sbi"], ",.0f"),
+            fmt(rates[case, "skfalcon"] / rates[case, "sbi"], ".2f"),
+        ]
+        for case, label, z in (("1", "1", z_one), ("many", f"{n_obs:,}", z_many))
+    ]
     log(f"[log_prob] {rows}")
+    return rows, {f"{case} {name}": rate for (case, name), rate in rates.items()}
+
+
+def bench_log_prob(args, models):
+    rows, records = [], {}
+    for task_name in args.tasks:
+        task_rows, records[task_name] = log_prob_rates(args, task_name, models)
+        rows += task_rows
     table = markdown(
         [
+            "task",
             "observations",
             "pairs",
             "skfalcon pairs/s (Z cached)",
             "Z(x) once, s",
-            "sbi pairs/s",
+            "sbi pairs/s (many: unnormalized)",
+            "skfalcon / sbi",
         ],
         rows,
     )
-    return table, {"rows": rows}
+    return table, records
 
 
 # ------------------------------------------------------------------------- 4. memory
@@ -691,7 +728,12 @@ def parse_args(argv=None):
         "--c2st-max-size", type=int, default=10_000, help="C2ST of fits up to this many simulations"
     )
     parser.add_argument("--c2st-samples", type=int, default=None)
-    parser.add_argument("--sample-task", choices=sorted(TASKS), default="two_moons")
+    parser.add_argument(
+        "--sample-task",
+        choices=sorted(TASKS),
+        default="two_moons",
+        help="task of the per-sample scheme's timings and of the chunk timings",
+    )
     parser.add_argument("--sample-sizes", nargs="+", type=int, default=None)
     parser.add_argument("--sample-repeats", type=int, default=3)
     parser.add_argument(

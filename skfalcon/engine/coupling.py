@@ -13,6 +13,15 @@ opposite sides of some layer within :math:`2 \lceil \log_2 d \rceil` layers.
 :func:`inverse_and_log_det` computes :math:`x = f^{-1}(z)` together with
 :math:`\log |\det \partial f^{-1} / \partial z|` from the same network evaluation,
 where zuko's generic inverse evaluates the network once more for the determinant.
+
+An autoregressive layer :math:`x_i = f_i^{-1}(z_i \mid x_{<i}, c)` is inverted in
+:math:`P` passes, pass :math:`p` resolving the coordinates of order :math:`p` from those
+already resolved. zuko's inverse evaluates the whole network and builds every
+coordinate's spline in every pass; :func:`inverse_and_log_det` evaluates in pass
+:math:`p` only the output rows of the coordinates it resolves and builds only their
+splines, and computes the context's share of the first layer once. The determinant is
+the sum of the resolved splines' terms, each exact since its conditioning coordinates
+were. In ten dimensions this cuts the inverse's cost about fivefold.
 """
 
 import functools
@@ -20,15 +29,20 @@ import functools
 import torch
 import zuko
 from torch import Tensor
+from torch.nn import functional as F
+from zuko.flows.autoregressive import MaskedAutoregressiveTransform
 from zuko.flows.coupling import GeneralCouplingTransform
+from zuko.nn import MaskedLinear, MaskedMLP
 from zuko.transforms import (
     AutoregressiveTransform,
     ComposedTransform,
     CouplingTransform,
+    MonotonicAffineTransform,
     MonotonicRQSTransform,
 )
+from zuko.utils import unpack
 
-__all__ = ["CouplingNSF", "coupling_masks", "inverse_and_log_det"]
+__all__ = ["CouplingNSF", "coupling_masks", "inverse_and_log_det", "inverse_width"]
 
 
 def coupling_masks(features: int, transforms: int) -> list[torch.Tensor]:
@@ -102,8 +116,10 @@ def inverse_and_log_det(transform, z: Tensor) -> tuple[Tensor, Tensor]:
     For a coupling layer the spline that inverts :math:`z_b` also gives the determinant.
     For an autoregressive layer, the last of its fixed-point passes evaluates the network
     on inputs whose conditioning coordinates are already exact, so its spline's
-    determinant is the exact one. Other transforms use zuko's inverse. The results are
-    those of ``transform.inv.call_and_ladj(z)``, bit for bit.
+    determinant is the exact one; a zuko masked autoregressive layer is inverted pass by
+    pass (module docstring). Other transforms use zuko's inverse. The results are those
+    of ``transform.inv.call_and_ladj(z)``: bit for bit for coupling layers, to float
+    rounding for autoregressive ones.
     """
     if isinstance(transform, ComposedTransform):
         total = torch.zeros((), dtype=z.dtype, device=z.device)
@@ -118,9 +134,129 @@ def inverse_and_log_det(transform, z: Tensor) -> tuple[Tensor, Tensor]:
         x_b = spline.inv(z_b)
         return transform.merge(z_a, x_b, z.shape), -spline.log_abs_det_jacobian(x_b, z_b)
     if isinstance(transform, AutoregressiveTransform):
+        layer, context = _masked_autoregressive(transform)
+        if layer is not None:
+            return _autoregressive_inverse(layer, context, z)
         x = torch.zeros_like(z)
         for _ in range(transform.passes):
             spline = transform.meta(x)
             x = spline.inv(z)
         return x, -spline.log_abs_det_jacobian(x, z)
     return transform.inv.call_and_ladj(z)
+
+
+# Univariate transforms whose parameters are per coordinate, so that those of a few
+# coordinates build a transform of those coordinates alone.
+_ELEMENTWISE = (MonotonicRQSTransform, MonotonicAffineTransform)
+
+
+def _masked_autoregressive(transform: AutoregressiveTransform):
+    """The zuko layer behind ``transform`` and its context, or ``(None, None)`` where
+    :func:`_sliceable` says the layer must go through zuko's inverse."""
+    meta = transform.meta
+    layer = getattr(getattr(meta, "func", None), "__self__", None)
+    if not _sliceable(layer):
+        return None, None
+    return layer, meta.args[0] if meta.args else None
+
+
+def _sliceable(layer) -> bool:
+    """Whether ``layer`` is a zuko masked autoregressive layer with an order, a plain masked
+    MLP (no residual blocks) and a spline or affine univariate transform (not a neural
+    one), which :func:`inverse_and_log_det` inverts pass by pass."""
+    if not isinstance(layer, MaskedAutoregressiveTransform) or layer.order is None:
+        return False
+    univariate = getattr(layer.univariate, "func", layer.univariate)
+    hyper = list(layer.hyper)
+    # Masked linear layers between parameter-free activations (a residual block has
+    # parameters).
+    return (
+        univariate in _ELEMENTWISE
+        and isinstance(layer.hyper, MaskedMLP)
+        and all(isinstance(module, MaskedLinear) for module in hyper[::2])
+        and not any(any(True for _ in module.parameters()) for module in hyper[1::2])
+    )
+
+
+def inverse_width(module: torch.nn.Module) -> int:
+    """The widest linear layer output that :func:`inverse_and_log_det` computes for the flows
+    in ``module``: a sliced autoregressive layer's output layer counts by one pass's rows."""
+    widths = {}
+    for layer in module.modules():
+        if _sliceable(layer):
+            last = layer.hyper[-1]
+            widths[id(last)] = -(-last.out_features // layer.passes)
+    linear = (m for m in module.modules() if isinstance(m, torch.nn.Linear))
+    return max((widths.get(id(m), m.out_features) for m in linear), default=1)
+
+
+def _autoregressive_inverse(layer, context: Tensor | None, z: Tensor) -> tuple[Tensor, Tensor]:
+    """The inverse of a zuko masked autoregressive layer, pass by pass (module docstring)."""
+    linears, activations = list(layer.hyper)[::2], list(layer.hyper)[1::2]
+    weights = [linear.mask * linear.weight for linear in linears]
+    features = z.shape[-1]
+    # The context's share of the first layer is the same in every pass.
+    # Contiguous operands: rounding then does not depend on the caller's memory layout.
+    offset = linears[0].bias
+    if context is not None:
+        offset = offset + F.linear(context.contiguous(), weights[0][:, features:].contiguous())
+    weights[0] = weights[0][:, :features]
+    x, ladj = torch.zeros_like(z), torch.zeros((), dtype=z.dtype, device=z.device)
+    for p in range(layer.passes):
+        resolved = (layer.order == p).nonzero().squeeze(-1)
+        if resolved.numel() == 0:
+            continue
+        units = _units_needed(linears, resolved, layer.total)
+        hidden = F.linear(x, weights[0][units[0]]) + offset[..., units[0]]
+        for j in range(1, len(linears)):
+            hidden = activations[j - 1](hidden)
+            rows, columns = units[j], units[j - 1]
+            hidden = F.linear(hidden, weights[j][rows][:, columns], linears[j].bias[rows])
+        phi = hidden.unflatten(-1, (-1, layer.total))
+        spline = layer.univariate(*unpack(phi, layer.shapes))
+        x_p, ladj_p = _univariate_inverse(spline, z[..., resolved])
+        ladj = ladj + ladj_p.sum(-1)
+        x = x.index_copy(-1, resolved, x_p)
+    return x, -ladj
+
+
+def _univariate_inverse(transform, y: Tensor) -> tuple[Tensor, Tensor]:
+    r""":math:`x = f^{-1}(y)` and :math:`\log |f'(x)|`, element-wise.
+
+    For zuko's rational-quadratic spline both come from one bin search: with
+    :math:`\xi \in [0, 1]` the position in the bin that zuko's inverse solves for, bin
+    slope :math:`s` and knot derivatives :math:`d_0, d_1`,
+
+    .. math::
+
+        f'(x) = \frac{s^2 \big(d_1 \xi^2 + 2 s \xi (1 - \xi) + d_0 (1 - \xi)^2\big)}
+        {\big(s + (d_0 + d_1 - 2 s)\, \xi (1 - \xi)\big)^2}
+
+    (Durkan et al., 2019), where zuko's determinant searches the bins again. Outside the
+    spline's bound :math:`f` is the identity.
+    """
+    if not isinstance(transform, MonotonicRQSTransform):
+        x = transform.inv(y)
+        return x, transform.log_abs_det_jacobian(x, y)
+    k = transform.searchsorted(transform.vertical, y) - 1
+    inside, x0, x1, y0, y1, d0, d1, s = transform.bin(k)
+    height, curvature = y1 - y0, d0 + d1 - 2 * s
+    y_ = inside * (y - y0)
+    a = height * (s - d0) + y_ * curvature
+    b = height * d0 - y_ * curvature
+    c = -s * y_
+    xi = 2 * c / (-b - (b**2 - 4 * a * c).sqrt())
+    x = torch.where(inside, x0 + xi * (x1 - x0), y)
+    spread = xi * (1 - xi)
+    slope = s**2 * (d1 * xi**2 + 2 * s * spread + d0 * (1 - xi) ** 2) / (s + curvature * spread) ** 2
+    return x, inside * slope.log()
+
+
+def _units_needed(linears, resolved: Tensor, total: int) -> list[Tensor]:
+    """For each layer of a masked MLP, the output units that the outputs of the
+    coordinates ``resolved`` depend on: the masks traced back from those outputs."""
+    offsets = torch.arange(total, device=resolved.device)
+    units = [(resolved[:, None] * total + offsets).flatten()]
+    for linear in linears[:0:-1]:
+        units.insert(0, linear.mask[units[0]].any(0).nonzero().squeeze(-1))
+    return units

@@ -25,7 +25,8 @@ memory. On the CPU a pass is fastest when its widest activation, rows times the 
 layer, holds about :math:`2^{20}` numbers: larger ones are mapped afresh by the allocator
 and page-fault on every operation (sampling 20,000 draws of a 10-D coupling flow took
 0.98 s in chunks of :math:`2^{14}` rows and 0.65 s in chunks of :math:`2^{12}`); a GPU
-wants large batches.
+wants large batches. Exact draws count the widest layer that the flows' inverses compute,
+which for autoregressive flows is narrower than their networks' output layers.
 Functions draw from a ``torch.Generator`` when given one, else from torch's global random
 state.
 """
@@ -38,6 +39,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from skfalcon.engine.coupling import inverse_width
 from skfalcon.engine.ensemble import (
     EnsemblePosterior,
     assign_members,
@@ -77,13 +79,19 @@ _LOG_Z_MAX_CANDIDATES = 2**18
 LOG_Z_TOLERANCE = 0.005
 
 
-def inference_rows(device: torch.device, network: nn.Module | None = None) -> int:
+def inference_rows(
+    device: torch.device, network: nn.Module | None = None, inverse: bool = False
+) -> int:
     """Rows per forward pass at inference on ``device``; on the CPU, for ``network``'s
-    widest layer (see the module docstring)."""
+    widest layer (see the module docstring), or with ``inverse`` for the widest one its
+    flows' inverses compute (:func:`~skfalcon.engine.coupling.inverse_width`)."""
     rows = _INFERENCE_ROWS.get(device.type, _INFERENCE_ROWS["cpu"])
     if device.type != "cpu" or network is None:
         return rows
-    width = max((getattr(m, "out_features", 1) for m in network.modules()), default=1)
+    if inverse:
+        width = inverse_width(network)
+    else:
+        width = max((getattr(m, "out_features", 1) for m in network.modules()), default=1)
     return max(_MIN_CPU_ROWS, min(rows, _CPU_CELLS // width))
 
 
@@ -164,7 +172,7 @@ def sample_posterior(
         return _sample_ensemble(
             network, summary, n, sampler, device, exponent, generator, with_log_density
         )
-    m, rows = summary.shape[0], inference_rows(device, network)
+    m = summary.shape[0]
     if network.inference_marginal is None or (
         network.marginal_policy.is_exact_prior and exponent == 1.0
     ):
@@ -175,6 +183,7 @@ def sample_posterior(
             )
             return u.transpose(0, 1), log_q.transpose(0, 1)
 
+        rows = inference_rows(device, network, inverse=True)
         u, log_density = _over_grid(draw, m, n, rows, progress)
         return u, torch.full((m,), float(n), device=u.device), log_density
 
@@ -193,6 +202,7 @@ def sample_posterior(
         )
         return result.u, result.log_density, result.ess[:, None]
 
+    rows = inference_rows(device, network)
     u, log_density, ess = _over_grid(
         draw, m, n, max(1, rows // sampler.num_proposals), progress
     )

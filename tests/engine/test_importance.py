@@ -221,3 +221,17 @@ def test_inference_rows_keep_the_widest_cpu_activation_near_a_million_numbers():
     assert inference_rows(cpu, nn.Sequential(nn.Linear(3, 64), nn.Linear(64, 512))) == 2**11
     assert inference_rows(cpu, nn.Linear(3, 2**16)) == 256  # never tiny passes
     assert inference_rows(cuda, nn.Linear(3, 512)) == 2**18  # a GPU wants large batches
+
+
+def test_exact_draws_count_the_widest_layer_the_inverse_computes():
+    import zuko
+
+    from skfalcon.engine import inference_rows
+
+    cpu = torch.device("cpu")
+    # 10 coordinates x (3 x 16 - 1) spline parameters: 470 outputs, 47 per pass.
+    flow = zuko.flows.NSF(10, 4, transforms=2, bins=16, hidden_features=(128, 128))
+    assert inference_rows(cpu, flow) == 2**20 // 470
+    assert inference_rows(cpu, flow, inverse=True) == 2**20 // 128
+    residual = zuko.flows.NSF(10, 4, transforms=2, bins=16, hidden_features=(128,), residual=True)
+    assert inference_rows(cpu, residual, inverse=True) == 2**20 // 470  # zuko's own inverse

@@ -31,13 +31,18 @@ def test_files_of_skfalcon_0_1_load_with_a_warning_and_sample_as_before(name, ma
     # The removed hyperparameters are gone, the merged one is mapped.
     assert set(est.get_params()) == set(FlowPosteriorEstimator().get_params())
     assert est.discard_log_ratio is None
-    np.testing.assert_array_equal(
-        est.sample(reference["x0"], 5, random_state=3), reference[f"{name}_sample"]
+    # The same draws, to the float32 rounding of the pass-by-pass autoregressive inverse.
+    np.testing.assert_allclose(
+        est.sample(reference["x0"], 5, random_state=3),
+        reference[f"{name}_sample"],
+        rtol=1e-6,
+        atol=1e-6,
     )
     log_prob = est.log_prob(reference["theta5"], reference["x0"])
     expected = reference[f"{name}_log_prob"]
-    # The mixture's log Z(x) is estimated again, now to 0.005 nats; the rest is exact.
-    np.testing.assert_allclose(log_prob - log_prob[0], expected - expected[0], atol=1e-9)
+    # The mixture's log Z(x) is estimated again, now to 0.005 nats; the rest is exact up
+    # to float32 rounding.
+    np.testing.assert_allclose(log_prob - log_prob[0], expected - expected[0], atol=1e-6)
     np.testing.assert_allclose(log_prob, expected, atol=0.1 if name == "mixture" else 1e-9)
 
 
