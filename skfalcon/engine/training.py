@@ -15,6 +15,7 @@ many epochs while the training loss kept falling.
 """
 
 import copy
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -149,7 +150,8 @@ def _epoch(model, optimizer, parameters, data: _Rows, batch_size: int, device):
     """One pass over ``data`` in random minibatches; mean losses ``(2,)`` and skipped steps.
 
     A step whose loss or gradient is not finite contributes no gradient: its gradients are
-    zeroed on the device, so there is no host sync per step.
+    zeroed. On an accelerator they are zeroed by a device-side select, so there is no host
+    sync per step; on the CPU, where reading the flag costs nothing, only when needed.
     """
     order = torch.randperm(len(data), device=data.u.device)
     loss_sum = torch.zeros(2, device=device)
@@ -162,11 +164,15 @@ def _epoch(model, optimizer, parameters, data: _Rows, batch_size: int, device):
         optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
         grads = [p.grad for p in parameters if p.grad is not None]
-        finite = torch.isfinite(losses).all() & torch.isfinite(
-            torch.stack([g.norm() for g in grads]).sum()
-        )
-        for g in grads:
-            g.copy_(torch.where(finite, g, torch.zeros_like(g)))
+        # With an infinite bound this only returns the total norm (in one fused pass).
+        norm = torch.nn.utils.clip_grad_norm_(parameters, math.inf, foreach=True)
+        finite = torch.isfinite(losses).all() & torch.isfinite(norm)
+        if device.type != "cpu":
+            for g in grads:
+                g.copy_(torch.where(finite, g, torch.zeros_like(g)))
+        elif not finite:
+            for g in grads:
+                g.zero_()
         optimizer.step()
         losses = torch.where(finite, losses.detach(), torch.zeros_like(losses))
         weight = _row_counts(len(batch), batch.marginal, device)
@@ -287,8 +293,9 @@ def train(
     """
     model.to(device)
     parameters = [p for p in model.parameters() if p.requires_grad]
+    # foreach: one fused update for all parameters, not one per tensor.
     optimizer = torch.optim.AdamW(
-        parameters, lr=config.lr, betas=_BETAS, weight_decay=config.weight_decay
+        parameters, lr=config.lr, betas=_BETAS, weight_decay=config.weight_decay, foreach=True
     )
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=config.lr_decay_factor, patience=config.lr_patience
