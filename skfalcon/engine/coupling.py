@@ -248,7 +248,9 @@ def _univariate_inverse(transform, y: Tensor) -> tuple[Tensor, Tensor]:
     xi = 2 * c / (-b - (b**2 - 4 * a * c).sqrt())
     x = torch.where(inside, x0 + xi * (x1 - x0), y)
     spread = xi * (1 - xi)
-    slope = s**2 * (d1 * xi**2 + 2 * s * spread + d0 * (1 - xi) ** 2) / (s + curvature * spread) ** 2
+    slope = (
+        s**2 * (d1 * xi**2 + 2 * s * spread + d0 * (1 - xi) ** 2) / (s + curvature * spread) ** 2
+    )
     return x, inside * slope.log()
 
 

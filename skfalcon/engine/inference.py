@@ -162,7 +162,8 @@ def sample_posterior(
 
     Random numbers come from ``generator`` (on ``device``), else from torch's global state.
     ``progress``, if given, is called with the number of observations of each finished
-    chunk (not for an ensemble).
+    chunk; an ensemble's members pass over every observation in turn, each counting for
+    :math:`1/K` of them.
     An ensemble draws each sample's member first (see :mod:`skfalcon.engine.ensemble`);
     its mixture log-density takes a pass of every member over every sample, skipped (and
     ``None`` returned) with ``with_log_density=False``. A single posterior's comes with
@@ -170,7 +171,7 @@ def sample_posterior(
     """
     if isinstance(network, EnsemblePosterior):
         return _sample_ensemble(
-            network, summary, n, sampler, device, exponent, generator, with_log_density
+            network, summary, n, sampler, device, exponent, generator, with_log_density, progress
         )
     m = summary.shape[0]
     if network.inference_marginal is None or (
@@ -209,7 +210,9 @@ def sample_posterior(
     return u, ess.sum(dim=1), log_density
 
 
-def _sample_ensemble(network, summary, n, sampler, device, exponent, generator, with_log_density):
+def _sample_ensemble(
+    network, summary, n, sampler, device, exponent, generator, with_log_density, progress
+):
     r""":func:`sample_posterior` of an ensemble: members drawn per sample, then sampled.
 
     Member :math:`k` draws as many samples for every observation as the most any
@@ -224,11 +227,11 @@ def _sample_ensemble(network, summary, n, sampler, device, exponent, generator, 
     observation = torch.arange(m, device=summary.device)[:, None].expand(m, n)
     u = torch.empty(m, n, network.features, device=summary.device)
     ess = torch.zeros(m, device=summary.device)
-    log_z = []
+    log_z, member_progress = [], _shared_progress(progress, size)
     for k, member in enumerate(network.members):
         n_k = max(int(counts[:, k].max()), -(-n // size))
         u_k, ess_k, log_density_k = sample_posterior(
-            member, summaries[k], n_k, sampler, device, exponent, generator
+            member, summaries[k], n_k, sampler, device, exponent, generator, member_progress
         )
         if with_log_density:
             # The normalizer of member k's target, read off its first draw per observation.
@@ -244,6 +247,24 @@ def _sample_ensemble(network, summary, n, sampler, device, exponent, generator, 
         return u, ess, None
     log_density = _ensemble_log_density(network, u, summaries, torch.stack(log_z, -1), exponent)
     return u, ess, log_density
+
+
+def _shared_progress(progress, size: int):
+    """``progress`` for ``size`` passes over the observations: whole observations, each
+    reported once ``size`` passes have counted it in all."""
+    if progress is None:
+        return None
+    counted = reported = 0
+
+    def report(count: int) -> None:
+        nonlocal counted, reported
+        counted += count
+        whole = counted // size - reported
+        if whole:
+            reported += whole
+            progress(whole)
+
+    return report
 
 
 def _member_exponent(member: DualFlowPosterior, exponent: float) -> float:

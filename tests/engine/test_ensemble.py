@@ -268,3 +268,25 @@ def test_conditional_view_is_the_mixture_of_the_members_conditionals():
         mixed = ensemble.conditional.log_prob(u, summary)
         parts = [m.conditional.log_prob(u, m.embed(x)) for m in ensemble.members]
     torch.testing.assert_close(mixed, torch.stack(parts).exp().mean(0).log())
+
+
+def test_ensemble_sampling_reports_every_observation_once():
+    from skfalcon.engine import NetworkSpec, SamplerConfig, sample_posterior
+
+    torch.manual_seed(0)
+    spec = NetworkSpec(
+        features=2,
+        observation_features=3,
+        num_transforms=1,
+        hidden_features=(8,),
+        ensemble_size=3,
+        cube_bound=2.0,
+    )
+    ensemble = spec.build().eval()
+    reported = []
+    with torch.no_grad():
+        summary = ensemble.embed(torch.randn(7, 3))
+        sample_posterior(
+            ensemble, summary, 5, SamplerConfig(), torch.device("cpu"), progress=reported.append
+        )
+    assert sum(reported) == 7 and all(isinstance(r, int) and r > 0 for r in reported)
