@@ -240,7 +240,8 @@ def per_sample_scheme(estimator, x_o, n, seed):
     torch.manual_seed(seed)  # a benchmark: torch's global generator is fine here
     parts = []
     with torch.no_grad():
-        summary = network.embed(torch.as_tensor(x_o[None], dtype=torch.float32))
+        # The estimator's own path from an observation to its summary (standardized x).
+        summary = estimator._summaries(np.asarray(x_o, dtype=float)[None])
         if isinstance(network, EnsemblePosterior):  # one member: cheaper than the mixture
             network, summary = network.members[0], network.split(summary)[0]
         for start in range(0, n, per_pool):
