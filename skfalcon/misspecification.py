@@ -39,6 +39,8 @@ import numpy as np
 from sklearn.covariance import LedoitWolf
 from sklearn.utils.validation import check_is_fitted
 
+from skfalcon.utils.rows import unique_rows
+
 __all__ = [
     "DEFAULT_LEVEL",
     "MisspecificationTestResult",
@@ -151,7 +153,7 @@ def warn_if_misspecified(estimator, x2d: np.ndarray, stacklevel: int = 3) -> Non
     :data:`DEFAULT_LEVEL` over their number of distinct rows (Bonferroni)."""
     if getattr(estimator, "x_reference_", None) is None or len(x2d) == 0:
         return
-    unique = np.unique(x2d, axis=0) if len(x2d) > 1 else x2d
+    unique = unique_rows(x2d)[0]
     _, pvalue, n_outside = _scores(estimator, unique)
     failed = (pvalue < DEFAULT_LEVEL / len(unique)) | (n_outside > 0)
     if not failed.any():

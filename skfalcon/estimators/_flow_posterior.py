@@ -42,6 +42,7 @@ from skfalcon.estimators._training_data import (
 from skfalcon.misspecification import fit_reference, warn_if_misspecified
 from skfalcon.priors import Standardizer, make_prior, readable_prior
 from skfalcon.utils import draw_seed, resolve_device, round_seed
+from skfalcon.utils.rows import unique_rows
 from skfalcon.utils.validation import (
     as_array_input,
     check_magnitude,
@@ -785,16 +786,15 @@ class FlowPosteriorEstimator(BaseEstimator):
                 + (f" or (n, {self.n_features_in_})" if len(allowed) > 1 else "")
                 + "."
             )
-        if len(x2d) == 1:
-            x2d = np.broadcast_to(x2d, (len(theta), x2d.shape[1]))
-        elif len(x2d) != len(theta):
+        if len(x2d) != len(theta) and len(x2d) != 1:
             raise ValueError(
                 f"x has {len(x2d)} observations but theta has {len(theta)} rows; pass one "
                 "observation, or one per row of theta."
             )
         u, log_jac, support = self.parameter_space_.theta_to_u(theta)
-        unique_x, inverse = np.unique(x2d, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
+        unique_x, inverse = unique_rows(x2d)
+        if len(x2d) == 1:  # one observation for every row of theta
+            inverse = np.zeros(len(theta), dtype=np.intp)
         with torch.no_grad():
             u_t = torch.as_tensor(u, dtype=torch.float32).to(self.device_)
             index = torch.as_tensor(inverse).to(self.device_)
