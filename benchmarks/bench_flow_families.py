@@ -23,11 +23,17 @@ import torch
 from skfalcon import FlowPosteriorEstimator
 from skfalcon.datasets import GaussianLinear, TwoMoons
 
+# One network each, and the defaults (two members of three autoregressive transforms).
 FAMILIES = {
-    "nsf": {"net_type": "nsf", "num_transforms": 3},
-    "nsf_coupling": {"net_type": "nsf_coupling", "num_transforms": 3},
-    "spline_coupling": {"net_type": "spline_coupling", "num_transforms": 3},
-    "spline_coupling_5": {"net_type": "spline_coupling", "num_transforms": 5},
+    "default": {},
+    "nsf": {"net_type": "nsf", "num_transforms": 3, "ensemble_size": 1},
+    "nsf_coupling": {"net_type": "nsf_coupling", "num_transforms": 3, "ensemble_size": 1},
+    "spline_coupling": {"net_type": "spline_coupling", "num_transforms": 3, "ensemble_size": 1},
+    "spline_coupling_5": {
+        "net_type": "spline_coupling",
+        "num_transforms": 5,
+        "ensemble_size": 1,
+    },
 }
 
 
