@@ -88,10 +88,10 @@ class FlowPosteriorEstimator(BaseEstimator):
         indices count from the end).
     net_type : str, default="nsf"
         Flow family of both flows. ``"nsf"`` is autoregressive: densities take one network
-        pass per transform, samples one pass per parameter per transform.
-        ``"spline_coupling"`` puts the same splines in coupling layers, one pass per
-        transform both ways: in ten dimensions it samples about ten times faster, at some
-        cost in accuracy on the benchmark tasks (see the user guide).
+        pass per transform, samples one pass per parameter per transform, each through
+        only the units that parameter depends on. ``"spline_coupling"`` puts the same
+        splines in coupling layers, one pass per transform both ways, at some cost in
+        accuracy on the benchmark tasks (see the user guide).
         ``"nsf_coupling"``, ``"maf"``, ``"nice"``, ``"realnvp"``, ``"naf"``, ``"unaf"``,
         ``"ncsf"``, ``"sospf"``, ``"bpf"`` and ``"gf"`` are zuko's families.
         ``"flow_matching"`` is a continuous flow trained by flow matching (one vector
