@@ -104,10 +104,9 @@ class FlowPosteriorEstimator(BaseEstimator):
         transforms half of the coordinates) and 3 for the other families.
     hidden_features : tuple of int, default=(64, 64)
         Hidden layer widths of each transform's network.
-    num_bins : int or None, default=None
+    num_bins : int, default=16
         Spline bins (``"nsf"``, ``"spline_coupling"``, ``"nsf_coupling"`` and ``"ncsf"``
-        only). ``None``: 16 for posteriors over up to five parameters, 8 above, where
-        finer splines overfit 10,000 simulations of the 10-D benchmark tasks.
+        only).
     ensemble_size : int, default=2
         Number of posteriors trained side by side, each with its own embedding and flows,
         initialised independently and trained on the same minibatches (the losses in
@@ -148,10 +147,8 @@ class FlowPosteriorEstimator(BaseEstimator):
         Put an online running normalisation of :math:`u` in front of each flow.
     norm_momentum : float, default=0.01
         Momentum of the running normalisations of :math:`u` and ``x``.
-    lr : float or None, default=None
-        AdamW learning rate. ``None``: 2e-3 for posteriors over up to five parameters,
-        5e-4 above (with ``num_bins=None`` the more accurate pair on the 10-D benchmark
-        tasks; see ``benchmarks/RESULTS.md``).
+    lr : float, default=2e-3
+        AdamW learning rate.
     weight_decay : float, default=0.0
         AdamW decoupled weight decay.
     lr_decay_factor : float, default=0.5
@@ -300,7 +297,7 @@ class FlowPosteriorEstimator(BaseEstimator):
         net_type="nsf",
         num_transforms=None,
         hidden_features=(64, 64),
-        num_bins=None,
+        num_bins=16,
         ensemble_size=2,
         embedding=None,
         embedding_features=32,
@@ -308,7 +305,7 @@ class FlowPosteriorEstimator(BaseEstimator):
         x_preprocessor=None,
         theta_norm=True,
         norm_momentum=0.01,
-        lr=None,
+        lr=2e-3,
         weight_decay=0.0,
         lr_decay_factor=0.5,
         lr_patience=10,
@@ -545,7 +542,6 @@ class FlowPosteriorEstimator(BaseEstimator):
             refit=not warm,
         )
         space = self.parameter_space_ if warm else _parameter_space(params, theta)
-        params = params.for_parameters(space.n_free)
         log_prob = check_theta_log_prob(theta_log_prob, len(keep), space.is_prior)
         rows = to_training_rows(space, theta, None if log_prob is None else log_prob[keep])
         previous = getattr(self, "_store", None) if warm and keep_store else None

@@ -59,12 +59,6 @@ def to_python(value: Any) -> Any:
     return value
 
 
-#: Up to this many inferred parameters ``lr=None`` and ``num_bins=None`` mean 2e-3 and 16;
-#: above, 5e-4 and 8. On the 10-D benchmark tasks the faster rate and finer splines
-#: overfit 10,000 simulations within a few epochs (``benchmarks/RESULTS.md``).
-FEW_PARAMETERS = 5
-
-
 class FlowPosteriorParams(BaseModel):
     """The hyperparameters of :class:`~skfalcon.FlowPosteriorEstimator`, with their defaults.
 
@@ -81,7 +75,7 @@ class FlowPosteriorParams(BaseModel):
     net_type: Literal[tuple(FLOW_FAMILIES)] = "nsf"  # type: ignore[valid-type]
     num_transforms: Annotated[int, Field(ge=1)] | None = None
     hidden_features: _Widths = (64, 64)
-    num_bins: Annotated[int, Field(ge=2)] | None = None
+    num_bins: Annotated[int, Field(ge=2)] = 16
     ensemble_size: Annotated[int, Field(ge=1)] = 2
     embedding: Any = None
     embedding_features: Annotated[int, Field(ge=1)] = 32
@@ -89,7 +83,7 @@ class FlowPosteriorParams(BaseModel):
     x_preprocessor: Any = None
     theta_norm: bool = True
     norm_momentum: Annotated[float, Field(gt=0.0, le=1.0)] = 0.01
-    lr: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = None
+    lr: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 2e-3
     weight_decay: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.0
     lr_decay_factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
     lr_patience: Annotated[int, Field(ge=0)] = 10
@@ -156,18 +150,6 @@ class FlowPosteriorParams(BaseModel):
             "expected None or a scikit-learn transformer (an object with fit and transform "
             "methods), e.g. PCA(3), FunctionTransformer(np.log1p) or a Pipeline"
         )
-
-    def for_parameters(self, n_parameters: int) -> "FlowPosteriorParams":
-        """These hyperparameters with ``lr=None`` and ``num_bins=None`` resolved for a
-        posterior over ``n_parameters``: a learning rate of 2e-3 and 16 bins up to
-        :data:`FEW_PARAMETERS` parameters, 5e-4 and 8 bins above (see the estimator)."""
-        many = n_parameters > FEW_PARAMETERS
-        updates = {}
-        if self.lr is None:
-            updates["lr"] = 5e-4 if many else 2e-3
-        if self.num_bins is None:
-            updates["num_bins"] = 8 if many else 16
-        return self.model_copy(update=updates)
 
     def training_config(self, max_epochs: int | None = None) -> TrainingConfig:
         """The engine's training settings; ``max_epochs`` overrides the hyperparameter."""

@@ -22,29 +22,6 @@ def test_signature_defaults_mirror_the_params_model():
         assert signature[name].default == FlowPosteriorParams.model_fields[name].default, name
 
 
-@pytest.mark.parametrize(
-    ("n_parameters", "lr", "num_bins"), [(2, 2e-3, 16), (5, 2e-3, 16), (6, 5e-4, 8), (10, 5e-4, 8)]
-)
-def test_lr_and_bins_left_to_none_follow_the_number_of_parameters(n_parameters, lr, num_bins):
-    resolved = FlowPosteriorParams().for_parameters(n_parameters)
-    assert (resolved.lr, resolved.num_bins) == (lr, num_bins)
-    chosen = FlowPosteriorParams(lr=0.01, num_bins=4).for_parameters(n_parameters)
-    assert (chosen.lr, chosen.num_bins) == (0.01, 4)
-
-
-def test_a_fit_uses_the_resolved_lr_and_bins_and_keeps_the_params(tiny):
-    task = GaussianLinear(n_dims=6)
-    theta = task.sample_prior(200, random_state=0)
-    x = task.simulate(theta, random_state=1)
-    settings = {k: v for k, v in tiny.items() if k not in ("num_bins", "max_epochs")}
-    est = FlowPosteriorEstimator(prior=task.prior, random_state=0, max_epochs=1, **settings)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # one epoch: not converged
-        est.fit(theta, x)
-    assert est.network_.spec.num_bins == 8 and est.history_[0]["lr"] == 5e-4
-    assert est.get_params()["lr"] is None and est.get_params()["num_bins"] is None
-
-
 def test_sample_and_log_prob_shapes(fitted_moons, moons_data):
     _, theta, x = moons_data
     est = fitted_moons
