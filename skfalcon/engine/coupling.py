@@ -18,10 +18,12 @@ An autoregressive layer :math:`x_i = f_i^{-1}(z_i \mid x_{<i}, c)` is inverted i
 :math:`P` passes, pass :math:`p` resolving the coordinates of order :math:`p` from those
 already resolved. zuko's inverse evaluates the whole network and builds every
 coordinate's spline in every pass; :func:`inverse_and_log_det` evaluates in pass
-:math:`p` only the output rows of the coordinates it resolves and builds only their
-splines, and computes the context's share of the first layer once. The determinant is
-the sum of the resolved splines' terms, each exact since its conditioning coordinates
-were. In ten dimensions this cuts the inverse's cost about fivefold.
+:math:`p` only the hidden units and output rows that the coordinates it resolves depend
+on (traced back through the masks), builds only their splines, takes each spline's
+log-derivative from the bin search of its inverse, and computes the context's share of
+the first layer once. The determinant is the sum of the resolved splines' terms, each
+exact since its conditioning coordinates were. On the default 10-D model, 10,000 draws
+take about a tenth of the time of zuko's inverse.
 """
 
 import functools
