@@ -27,6 +27,7 @@ take about a tenth of the time of zuko's inverse.
 """
 
 import functools
+import weakref
 
 import torch
 import zuko
@@ -204,11 +205,7 @@ def _autoregressive_inverse(layer, context: Tensor | None, z: Tensor) -> tuple[T
         offset = offset + F.linear(context.contiguous(), weights[0][:, features:].contiguous())
     weights[0] = weights[0][:, :features]
     x, ladj = torch.zeros_like(z), torch.zeros((), dtype=z.dtype, device=z.device)
-    for p in range(layer.passes):
-        resolved = (layer.order == p).nonzero().squeeze(-1)
-        if resolved.numel() == 0:
-            continue
-        units = _units_needed(linears, resolved, layer.total)
+    for resolved, units in _pass_plan(layer, linears):
         hidden = F.linear(x, weights[0][units[0]]) + offset[..., units[0]]
         for j in range(1, len(linears)):
             hidden = activations[j - 1](hidden)
@@ -254,6 +251,26 @@ def _univariate_inverse(transform, y: Tensor) -> tuple[Tensor, Tensor]:
         s**2 * (d1 * xi**2 + 2 * s * spread + d0 * (1 - xi) ** 2) / (s + curvature * spread) ** 2
     )
     return x, inside * slope.log()
+
+
+# Per layer, the coordinates each pass resolves and the units they need: fixed by the
+# masks, so traced once (index searches would otherwise sync a GPU in every pass).
+_PLANS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _pass_plan(layer, linears) -> list[tuple[Tensor, list[Tensor]]]:
+    """``(resolved coordinates, units per layer)`` for each non-empty pass of ``layer``."""
+    device = layer.order.device
+    cached = _PLANS.get(layer)
+    if cached is not None and cached[0] == device:
+        return cached[1]
+    plan = []
+    for p in range(layer.passes):
+        resolved = (layer.order == p).nonzero().squeeze(-1)
+        if resolved.numel():
+            plan.append((resolved, _units_needed(linears, resolved, layer.total)))
+    _PLANS[layer] = (device, plan)
+    return plan
 
 
 def _units_needed(linears, resolved: Tensor, total: int) -> list[Tensor]:

@@ -164,7 +164,8 @@ def _epoch(model, optimizer, parameters, data: _Rows, batch_size: int, device):
         optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
         grads = [p.grad for p in parameters if p.grad is not None]
-        # With an infinite bound this only returns the total norm (in one fused pass).
+        # With an infinite bound this returns the total norm (one fused pass) and scales
+        # the gradients by 1.
         norm = torch.nn.utils.clip_grad_norm_(parameters, math.inf, foreach=True)
         finite = torch.isfinite(losses).all() & torch.isfinite(norm)
         if device.type != "cpu":
