@@ -36,6 +36,7 @@ from skfalcon.engine.flows import (
     FLOW_FAMILIES,
     NormalizedFlow,
     build_flow,
+    default_hidden_features,
     default_num_transforms,
 )
 from skfalcon.engine.importance import (
@@ -100,6 +101,7 @@ __all__ = [
     "build_embedding",
     "build_flow",
     "choose_marginal",
+    "default_hidden_features",
     "default_num_transforms",
     "draw_candidates",
     "effective_sample_size",

@@ -17,7 +17,7 @@ and a sample is the base draw :math:`y_1 \sim \mathcal{N}(0, I)` integrated back
 
 **Training** (conditional flow matching with straight, optimal-transport paths). For a
 data point :math:`y` with context :math:`c`, a base draw :math:`z \sim \mathcal{N}(0, I)`
-and :math:`\tau \sim \mathcal{U}(0, 1)`, the path :math:`y_\tau = (1 - \tau)\, y + \tau z`
+and a time :math:`\tau \sim \rho`, the path :math:`y_\tau = (1 - \tau)\, y + \tau z`
 has velocity :math:`z - y`, and
 
 .. math::
@@ -26,12 +26,31 @@ has velocity :math:`z - y`, and
         \big\| f_\phi(\tau, y_\tau, c) - (z - y) \big\|^2
 
 is minimised by the vector field whose flow carries the data distribution to the base
-(Lipman et al., 2023; Liu et al., 2023). In the usual noise-to-data time
-:math:`t = 1 - \tau` this is the path :math:`(1 - t) z + t y` with target :math:`y - z`.
-No ODE is solved in training: one network evaluation per row. The network regressed is
-the one the ODE integrates (zuko's :class:`~zuko.nn.MLP` of a
-:class:`~zuko.flows.continuous.FFJTransform`, with the time embedded as
-:math:`\cos(k \pi \tau), \sin(k \pi \tau)`, :math:`k = 1, \dots,` ``freqs``).
+(Lipman et al., 2023; Liu et al., 2023): at every :math:`\tau` the minimiser is
+:math:`\mathbb{E}[z - y \mid y_\tau, c]`, whatever the time density :math:`\rho`, which
+only decides where the network spends its capacity. Here :math:`\tau = U^{p}` with
+:math:`U \sim \mathcal{U}(0, 1)` and ``time_power`` :math:`p`, so
+:math:`\rho(\tau) = \tau^{1/p - 1} / p`: with :math:`p > 1` the times crowd toward the
+data end, where the field of a narrow posterior changes fastest (Dax et al., 2023,
+weight that end too). In the usual noise-to-data time :math:`t = 1 - \tau` this is the
+path :math:`(1 - t) z + t y` with target :math:`y - z`. No ODE is solved in training:
+one network evaluation per row.
+
+**The field.** The network regressed is the one the ODE integrates. The default
+(``field="residual"``) embeds the time as :math:`e(\tau) = (\cos k \pi \tau,
+\sin k \pi \tau)_{k=1}^{K}` (``freqs`` :math:`K`), maps :math:`[y, e(\tau), c]` to the
+first width, and passes it through one residual block per entry of ``hidden_features``,
+each seeing the time and context again:
+
+.. math::
+
+    h_{k} = P_k h_{k-1} + W_k\, \mathrm{SiLU}\big(V_k h_{k-1} + C_k [e(\tau), c]\big),
+    \qquad f_\phi = W_{\mathrm{out}}\, \mathrm{SiLU}(h_K),
+
+with :math:`P_k` the identity where consecutive widths agree and a linear map elsewhere.
+``field="mlp"`` is zuko's :class:`~zuko.nn.MLP` of a
+:class:`~zuko.flows.continuous.FFJTransform` on :math:`[e(\tau), y, c]` (ELU), the field
+of skfalcon 0.2.0's flow-matching models, kept so that they load.
 
 **Accuracy and speed.** Densities and samples integrate the ODE with the adaptive
 Dormand–Prince method; ``tolerance`` is its relative tolerance (the absolute one is a
@@ -53,7 +72,7 @@ from collections.abc import Callable
 
 import torch
 import zuko
-from torch import Tensor
+from torch import Tensor, nn
 from zuko.flows.continuous import FFJTransform
 from zuko.lazy import UnconditionalDistribution
 from zuko.transforms import FreeFormJacobianTransform
@@ -61,15 +80,21 @@ from zuko.utils import odeint
 
 __all__ = [
     "DEFAULT_FREQUENCIES",
+    "DEFAULT_TIME_POWER",
     "DEFAULT_TOLERANCE",
     "EXACT_TRACE_MAX_FEATURES",
+    "FIELDS",
     "FlowMatchingFlow",
 ]
 
 #: Up to this many features the divergence is computed exactly; above, it is estimated.
 EXACT_TRACE_MAX_FEATURES = 10
-#: Time-embedding frequencies of the vector field (zuko's default).
-DEFAULT_FREQUENCIES = 3
+#: The vector-field networks: a residual MLP, and zuko's MLP (that of 0.2.0 models).
+FIELDS = ("residual", "mlp")
+#: Time-embedding frequencies of each field (zuko's default for its MLP).
+DEFAULT_FREQUENCIES = {"residual": 8, "mlp": 3}
+#: Exponent :math:`p` of the training times :math:`\tau = U^p`.
+DEFAULT_TIME_POWER = 3.0
 #: Relative tolerance of the ODE solver (the absolute tolerance is a tenth of it).
 DEFAULT_TOLERANCE = 1e-5
 # Above this, the solver may accept a single step whose error estimate is itself wrong
@@ -134,8 +159,59 @@ class _ProbedJacobianTransform(FreeFormJacobianTransform):
         return y, ladj / _TRACE_SCALE
 
 
+class _ResidualField(nn.Module):
+    r"""The residual field of the module docstring: ``forward(y, condition)``, where
+    ``condition`` is :math:`[e(\tau), c]`."""
+
+    def __init__(self, features: int, conditions: int, hidden_features: tuple[int, ...]):
+        super().__init__()
+        widths = (hidden_features[0], *hidden_features)
+        self.input = nn.Linear(features + conditions, widths[0])
+        self.skips = nn.ModuleList(
+            nn.Identity() if a == b else nn.Linear(a, b, bias=False)
+            for a, b in zip(widths, widths[1:], strict=False)
+        )
+        self.hidden = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(widths, widths[1:], strict=False)
+        )
+        self.conditions = nn.ModuleList(nn.Linear(conditions, b, bias=False) for b in widths[1:])
+        self.mix = nn.ModuleList(nn.Linear(b, b) for b in widths[1:])
+        self.output = nn.Linear(widths[-1], features)
+
+    def forward(self, y: Tensor, condition: Tensor) -> Tensor:
+        h = self.input(torch.cat((y, condition), dim=-1))
+        blocks = zip(self.skips, self.hidden, self.conditions, self.mix, strict=True)
+        for skip, hidden, cond, mix in blocks:
+            h = skip(h) + mix(nn.functional.silu(hidden(h) + cond(condition)))
+        return self.output(nn.functional.silu(h))
+
+
 class _VectorField(FFJTransform):
-    """zuko's lazy FFJ transform, building :class:`_ProbedJacobianTransform`."""
+    """zuko's lazy FFJ transform with the field ``field``, building
+    :class:`_ProbedJacobianTransform`."""
+
+    def __init__(self, features: int, context: int, *, field: str, freqs: int, **kwargs):
+        hidden_features = kwargs.pop("hidden_features")
+        super().__init__(
+            features,
+            context,
+            freqs=freqs,
+            hidden_features=hidden_features if field == "mlp" else (1,),
+            **kwargs,
+        )
+        self.field = field
+        if field == "residual":
+            del self.ode  # zuko's MLP, unused
+            self.residual = _ResidualField(features, context + 2 * freqs, hidden_features)
+
+    def f(self, t: Tensor, x: Tensor, c: Tensor | None = None) -> Tensor:
+        if self.field == "mlp":
+            return super().f(t, x, c)
+        t = self.freqs * t[..., None]
+        condition = torch.cat((t.cos(), t.sin()), dim=-1)
+        if c is not None:
+            condition = torch.cat(_broadcast_rows(condition, c), dim=-1)
+        return self.residual(*_broadcast_rows(x, condition))
 
     def forward(self, c: Tensor | None = None) -> _ProbedJacobianTransform:
         transform = super().forward(c)
@@ -163,11 +239,15 @@ class FlowMatchingFlow(zuko.flows.Flow):
         Dimension of :math:`y`.
     context : int, default=0
         Dimension of :math:`c` (0: unconditional).
-    hidden_features : tuple of int, default=(64, 64)
-        Hidden widths of the vector field's MLP (ELU activations). Narrow posteriors need
-        a wider, deeper field than a discrete flow's networks, e.g. ``(128, 128, 128)``.
-    freqs : int, default=DEFAULT_FREQUENCIES
-        Time-embedding frequencies.
+    hidden_features : tuple of int, default=(128, 128, 128, 128)
+        Widths of the field's residual blocks (``field="residual"``) or hidden layers
+        (``field="mlp"``).
+    field : {"residual", "mlp"}, default="residual"
+        The vector-field network (module docstring).
+    freqs : int, optional
+        Time-embedding frequencies; by default ``DEFAULT_FREQUENCIES[field]``.
+    time_power : float, default=DEFAULT_TIME_POWER
+        Exponent :math:`p` of the training times :math:`\tau = U^p` (``>= 1``).
     tolerance : float, default=DEFAULT_TOLERANCE
         Relative tolerance of the ODE solver; the absolute tolerance is a tenth of it.
     exact : bool, optional
@@ -188,8 +268,10 @@ class FlowMatchingFlow(zuko.flows.Flow):
         features: int,
         context: int = 0,
         *,
-        hidden_features: tuple[int, ...] = (64, 64),
-        freqs: int = DEFAULT_FREQUENCIES,
+        hidden_features: tuple[int, ...] = (128, 128, 128, 128),
+        field: str = "residual",
+        freqs: int | None = None,
+        time_power: float = DEFAULT_TIME_POWER,
         tolerance: float = DEFAULT_TOLERANCE,
         exact: bool | None = None,
     ):
@@ -197,10 +279,15 @@ class FlowMatchingFlow(zuko.flows.Flow):
             raise ValueError(
                 f"tolerance must be a number in (0, {_LOOSEST_TOLERANCE}]; got {tolerance!r}"
             )
+        if field not in FIELDS:
+            raise ValueError(f"field must be one of {FIELDS}; got {field!r}")
+        if not (isinstance(time_power, float | int) and time_power >= 1):
+            raise ValueError(f"time_power must be a number >= 1; got {time_power!r}")
         transform = _VectorField(
             features,
             context,
-            freqs=freqs,
+            field=field,
+            freqs=DEFAULT_FREQUENCIES[field] if freqs is None else freqs,
             atol=tolerance / 10,
             rtol=tolerance,
             exact=features <= EXACT_TRACE_MAX_FEATURES if exact is None else exact,
@@ -213,6 +300,7 @@ class FlowMatchingFlow(zuko.flows.Flow):
             buffer=True,
         )
         super().__init__(transform, base)
+        self.time_power = float(time_power)
 
     @property
     def vector_field(self) -> Callable[..., Tensor]:
@@ -227,7 +315,8 @@ class FlowMatchingFlow(zuko.flows.Flow):
     def loss(
         self, y: Tensor, c: Tensor | None = None, generator: torch.Generator | None = None
     ) -> Tensor:
-        r"""Flow-matching loss :math:`\|f_\phi(\tau, y_\tau, c) - (z - y)\|^2` per row.
+        r"""Flow-matching loss :math:`\|f_\phi(\tau, y_\tau, c) - (z - y)\|^2` per row,
+        with :math:`\tau = U^p`.
 
         ``y`` has shape ``(n, features)``, ``c`` shape ``(n, context)``; returns ``(n,)``.
         :math:`\tau` and :math:`z` come from ``generator``; without one, from torch's global
@@ -237,9 +326,19 @@ class FlowMatchingFlow(zuko.flows.Flow):
         if generator is None and not self.training:
             generator = _fixed_generator(y.device)
         tau = torch.rand(y.shape[:-1], generator=generator, device=y.device, dtype=y.dtype)
+        tau = tau**self.time_power
         z = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
         y_tau = (1 - tau[..., None]) * y + tau[..., None] * z
         return (self.vector_field(tau, y_tau, c) - (z - y)).square().sum(-1)
 
     def extra_repr(self) -> str:
-        return f"exact={self.exact}, tolerance={self.transform.rtol}"
+        return (
+            f"field={self.transform.field!r}, time_power={self.time_power}, "
+            f"exact={self.exact}, tolerance={self.transform.rtol}"
+        )
+
+
+def _broadcast_rows(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """``a`` and ``b`` with their leading dimensions broadcast, last dimensions kept."""
+    shape = torch.broadcast_shapes(a.shape[:-1], b.shape[:-1])
+    return a.expand(*shape, a.shape[-1]), b.expand(*shape, b.shape[-1])

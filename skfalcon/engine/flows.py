@@ -28,7 +28,13 @@ from skfalcon.engine.flow_matching import FlowMatchingFlow
 from skfalcon.engine.normalization import RunningNorm
 from skfalcon.engine.seeding import torch_seed_scope
 
-__all__ = ["FLOW_FAMILIES", "NormalizedFlow", "build_flow", "default_num_transforms"]
+__all__ = [
+    "FLOW_FAMILIES",
+    "NormalizedFlow",
+    "build_flow",
+    "default_hidden_features",
+    "default_num_transforms",
+]
 
 #: Names accepted by ``net_type`` and the zuko flow each one builds.
 FLOW_FAMILIES = {
@@ -64,6 +70,21 @@ def default_num_transforms(net_type: str, num_transforms: int | None = None) -> 
     return _DEFAULT_TRANSFORMS.get(net_type, 3)
 
 
+# Hidden widths when none are asked for: a flow-matching field is one network for the
+# whole map, so it gets more and wider layers than each transform of a discrete flow.
+_DEFAULT_HIDDEN_FEATURES = {"flow_matching": (128, 128, 128, 128)}
+
+
+def default_hidden_features(
+    net_type: str, hidden_features: tuple[int, ...] | None = None
+) -> tuple[int, ...]:
+    """``hidden_features``, or for ``None`` the family's default: four blocks of 128 for
+    ``"flow_matching"``, ``(64, 64)`` for the other families."""
+    if hidden_features is not None:
+        return tuple(hidden_features)
+    return _DEFAULT_HIDDEN_FEATURES.get(net_type, (64, 64))
+
+
 # Serializes the rare draws that must go through torch's global random state.
 _GLOBAL_RNG_LOCK = threading.Lock()
 # Families whose transforms are splines with a number of bins.
@@ -78,14 +99,19 @@ def build_flow(
     num_transforms: int,
     hidden_features: tuple[int, ...],
     num_bins: int,
+    vector_field: str = "residual",
 ) -> zuko.flows.Flow:
     """Build the zuko flow ``net_type`` over ``features`` with ``context`` inputs.
 
-    ``"flow_matching"`` has one vector field of widths ``hidden_features`` and ignores
-    ``num_transforms`` and ``num_bins``.
+    ``"flow_matching"`` has one vector field (``vector_field``, one of
+    :data:`~skfalcon.engine.flow_matching.FIELDS`) of widths ``hidden_features`` and
+    ignores ``num_transforms`` and ``num_bins``; the other families ignore
+    ``vector_field``.
     """
     if net_type == "flow_matching":
-        return FlowMatchingFlow(features, context, hidden_features=tuple(hidden_features))
+        return FlowMatchingFlow(
+            features, context, hidden_features=tuple(hidden_features), field=vector_field
+        )
     kwargs = {"transforms": num_transforms, "hidden_features": tuple(hidden_features)}
     if net_type in _SPLINE_FAMILIES:
         kwargs["bins"] = num_bins
@@ -108,22 +134,28 @@ def _rsample_and_log_prob(dist, shape, generator: torch.Generator | None):
     """
     if generator is None:
         return dist.rsample_and_log_prob(shape)
-    base = dist.base
-    inner = base.base_dist if isinstance(base, torch.distributions.Independent) else base
-    if isinstance(inner, torch.distributions.Normal | torch.distributions.Uniform):
-        location = inner.loc if isinstance(inner, torch.distributions.Normal) else inner.low
-        size = torch.Size(shape) + base.batch_shape + base.event_shape
-        draw = torch.randn if isinstance(inner, torch.distributions.Normal) else torch.rand
-        noise = draw(size, generator=generator, dtype=location.dtype, device=location.device)
-        if isinstance(inner, torch.distributions.Normal):
-            z = inner.loc + inner.scale * noise
-        else:
-            z = inner.low + (inner.high - inner.low) * noise
+    z = _base_draw(dist.base, shape, generator)
+    if z is not None:
         x, ladj = inverse_and_log_det(dist.transform, z)
-        return x, base.log_prob(z) - ladj
+        return x, dist.base.log_prob(z) - ladj
     seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
     with _GLOBAL_RNG_LOCK, torch_seed_scope(seed, generator.device):
         return dist.rsample_and_log_prob(shape)
+
+
+def _base_draw(base, shape, generator: torch.Generator) -> Tensor | None:
+    """A draw of ``shape`` from a Gaussian or uniform ``base`` with the generator's noise;
+    ``None`` for any other base."""
+    inner = base.base_dist if isinstance(base, torch.distributions.Independent) else base
+    if not isinstance(inner, torch.distributions.Normal | torch.distributions.Uniform):
+        return None
+    location = inner.loc if isinstance(inner, torch.distributions.Normal) else inner.low
+    size = torch.Size(shape) + base.batch_shape + base.event_shape
+    draw = torch.randn if isinstance(inner, torch.distributions.Normal) else torch.rand
+    noise = draw(size, generator=generator, dtype=location.dtype, device=location.device)
+    if isinstance(inner, torch.distributions.Normal):
+        return inner.loc + inner.scale * noise
+    return inner.low + (inner.high - inner.low) * noise
 
 
 class NormalizedFlow(nn.Module):
@@ -193,3 +225,28 @@ class NormalizedFlow(nn.Module):
         w = z if self.norm is None else self.norm.inverse(z)
         v, log_det = self._from_real(w)
         return v, log_q + self._log_det() + log_det
+
+    def sample(
+        self,
+        shape: tuple[int, ...],
+        context: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Draw ``shape + batch`` samples without their log-densities.
+
+        The same base noise as :meth:`sample_and_log_prob`. A flow-matching flow then
+        integrates its ODE alone, without the divergence that its density needs; the
+        solver's adaptive steps differ, so its draws agree with those of
+        :meth:`sample_and_log_prob` to the solver's tolerance, not bit for bit.
+        """
+        if not isinstance(self.flow, FlowMatchingFlow):
+            return self.sample_and_log_prob(shape, context, generator)[0]
+        dist = self.flow(context)
+        z = (
+            dist.base.rsample(shape)
+            if generator is None
+            else _base_draw(dist.base, shape, generator)
+        )
+        z = dist.transform.inv(z)
+        w = z if self.norm is None else self.norm.inverse(z)
+        return self._from_real(w)[0]

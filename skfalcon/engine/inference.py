@@ -167,7 +167,8 @@ def sample_posterior(
     An ensemble draws each sample's member first (see :mod:`skfalcon.engine.ensemble`);
     its mixture log-density takes a pass of every member over every sample, skipped (and
     ``None`` returned) with ``with_log_density=False``. A single posterior's comes with
-    its draws.
+    its draws; drawn from :math:`q` alone, it is skipped too where it costs more than the
+    draws (a flow-matching flow's divergence).
     """
     if isinstance(network, EnsemblePosterior):
         return _sample_ensemble(
@@ -179,14 +180,18 @@ def sample_posterior(
     ):
         # The target is q (times a constant): exact draws, no candidates.
         def draw(obs, count):
+            if not with_log_density:
+                u = network.conditional.sample((count,), summary[obs], generator=generator)
+                return (u.transpose(0, 1),)
             u, log_q = network.conditional.sample_and_log_prob(
                 (count,), summary[obs], generator=generator
             )
             return u.transpose(0, 1), log_q.transpose(0, 1)
 
         rows = inference_rows(device, network, inverse=True)
-        u, log_density = _over_grid(draw, m, n, rows, progress)
-        return u, torch.full((m,), float(n), device=u.device), log_density
+        u, *log_density = _over_grid(draw, m, n, rows, progress)
+        ess = torch.full((m,), float(n), device=u.device)
+        return u, ess, log_density[0] if log_density else None
 
     def draw(obs, count):
         result = importance_sample(
@@ -231,7 +236,15 @@ def _sample_ensemble(
     for k, member in enumerate(network.members):
         n_k = max(int(counts[:, k].max()), -(-n // size))
         u_k, ess_k, log_density_k = sample_posterior(
-            member, summaries[k], n_k, sampler, device, exponent, generator, member_progress
+            member,
+            summaries[k],
+            n_k,
+            sampler,
+            device,
+            exponent,
+            generator,
+            member_progress,
+            with_log_density=with_log_density,
         )
         if with_log_density:
             # The normalizer of member k's target, read off its first draw per observation.

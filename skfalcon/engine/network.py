@@ -46,6 +46,10 @@ class NetworkSpec:
         As in :class:`~skfalcon.engine.posterior.DualFlowPosterior`.
     ensemble_size : int
         Number of independently initialised members; 1 builds a single posterior.
+    vector_field : str or None
+        The field of a ``"flow_matching"`` flow
+        (:data:`~skfalcon.engine.flow_matching.FIELDS`). ``None``, what specs written
+        before this field existed read as, is ``"mlp"``, the field they were built with.
     """
 
     features: int
@@ -62,6 +66,7 @@ class NetworkSpec:
     use_log_update: bool = False
     cube_bound: float | None = None
     ensemble_size: int = 1
+    vector_field: str | None = None
 
     def build(self) -> DualFlowPosterior | EnsemblePosterior:
         """The untrained network, in training mode, on the CPU (uses torch's global RNG).
@@ -101,6 +106,7 @@ class NetworkSpec:
         options = {
             f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_FLOW_OPTIONS
         }
+        options["vector_field"] = self.vector_field or "mlp"
         network = DualFlowPosterior(self.features, embedding, context, **options)
         network.spec = self
         return network

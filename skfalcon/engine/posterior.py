@@ -62,7 +62,7 @@ class DualFlowPosterior(nn.Module):
         Dimension of the summaries.
     marginal : bool
         Build the marginal flow; without it the posterior is :math:`q`.
-    net_type, num_transforms, hidden_features, num_bins
+    net_type, num_transforms, hidden_features, num_bins, vector_field
         Flow family and size, for both flows (see :func:`~skfalcon.engine.flows.build_flow`).
     theta_norm : bool
         Put a :class:`~skfalcon.engine.normalization.RunningNorm` in front of each flow.
@@ -96,6 +96,7 @@ class DualFlowPosterior(nn.Module):
         adaptive_momentum: bool = False,
         use_log_update: bool = False,
         cube_bound: float | None = None,
+        vector_field: str = "residual",
     ):
         super().__init__()
         self.features = features
@@ -109,6 +110,7 @@ class DualFlowPosterior(nn.Module):
                 num_transforms=num_transforms,
                 hidden_features=hidden_features,
                 num_bins=num_bins,
+                vector_field=vector_field,
             )
             norm = (
                 RunningNorm(features, norm_momentum, adaptive_momentum, use_log_update)

@@ -16,6 +16,7 @@ from skfalcon.engine import (
     SampleStore,
     TrainingDivergedError,
     choose_marginal,
+    default_hidden_features,
     default_num_transforms,
     log_posterior,
     log_ratio_to_proposal,
@@ -94,16 +95,18 @@ class FlowPosteriorEstimator(BaseEstimator):
         accuracy on the benchmark tasks (see the user guide).
         ``"nsf_coupling"``, ``"maf"``, ``"nice"``, ``"realnvp"``, ``"naf"``, ``"unaf"``,
         ``"ncsf"``, ``"sospf"``, ``"bpf"`` and ``"gf"`` are zuko's families.
-        ``"flow_matching"`` is a continuous flow trained by flow matching (one vector
-        field of widths ``hidden_features``; ``num_transforms`` and ``num_bins`` unused;
-        the validation loss is its regression loss): densities and samples solve an ODE,
-        slower than the discrete families, and above 10 parameters densities are
+        ``"flow_matching"`` is a continuous flow trained by flow matching (one residual
+        vector field of widths ``hidden_features``; ``num_transforms`` and ``num_bins``
+        unused; the validation loss is its regression loss): densities and samples solve
+        an ODE, slower than the discrete families, and above 10 parameters densities are
         stochastic estimates (see :mod:`skfalcon.engine.flow_matching`).
     num_transforms : int, default=None
         Number of flow transforms; ``None`` is 5 for ``"spline_coupling"`` (each layer
         transforms half of the coordinates) and 3 for the other families.
-    hidden_features : tuple of int, default=(64, 64)
-        Hidden layer widths of each transform's network.
+    hidden_features : tuple of int, default=None
+        Hidden layer widths of each transform's network, or of the flow-matching field's
+        residual blocks; ``None`` is ``(64, 64)``, and four blocks of 128 for
+        ``"flow_matching"``.
     num_bins : int, default=16
         Spline bins (``"nsf"``, ``"spline_coupling"``, ``"nsf_coupling"`` and ``"ncsf"``
         only).
@@ -296,7 +299,7 @@ class FlowPosteriorEstimator(BaseEstimator):
         marginalize=None,
         net_type="nsf",
         num_transforms=None,
-        hidden_features=(64, 64),
+        hidden_features=None,
         num_bins=16,
         ensemble_size=2,
         embedding=None,
@@ -671,7 +674,8 @@ class FlowPosteriorEstimator(BaseEstimator):
 
     def _draw(self, x2d: np.ndarray, n: int, sampler, exponent: float, seed: int, densities=True):
         """``sample_posterior`` of the target with ``exponent`` for flat observations
-        (``densities=False``: an ensemble skips its mixture log-densities).
+        (``densities=False``: an ensemble skips its mixture log-densities, and a
+        flow-matching flow drawn directly the divergence of its ODE).
 
         One generator per call, on the networks' device: torch's global random state is
         never used, so concurrent calls cannot change each other's draws.
@@ -1005,12 +1009,13 @@ def _network_spec(params, space, x: np.ndarray, shape) -> NetworkSpec:
         marginal=space.is_prior,
         net_type=params.net_type,
         num_transforms=default_num_transforms(params.net_type, params.num_transforms),
-        hidden_features=params.hidden_features,
+        hidden_features=default_hidden_features(params.net_type, params.hidden_features),
         num_bins=params.num_bins,
         ensemble_size=params.ensemble_size,
         theta_norm=params.theta_norm,
         norm_momentum=params.norm_momentum,
         cube_bound=space.cube_bound,
+        vector_field="residual",
     )
 
 

@@ -74,7 +74,7 @@ class FlowPosteriorParams(BaseModel):
     marginalize: tuple[int, ...] | int | None = None
     net_type: Literal[tuple(FLOW_FAMILIES)] = "nsf"  # type: ignore[valid-type]
     num_transforms: Annotated[int, Field(ge=1)] | None = None
-    hidden_features: _Widths = (64, 64)
+    hidden_features: _Widths | None = None
     num_bins: Annotated[int, Field(ge=2)] = 16
     ensemble_size: Annotated[int, Field(ge=1)] = 2
     embedding: Any = None

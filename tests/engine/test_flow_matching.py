@@ -9,8 +9,13 @@ import torch
 from scipy import stats
 
 from skfalcon.engine import MarginalPolicy, NetworkSpec, network_from_state, network_state
-from skfalcon.engine.flow_matching import EXACT_TRACE_MAX_FEATURES, FlowMatchingFlow
-from skfalcon.engine.flows import NormalizedFlow, build_flow
+from skfalcon.engine.flow_matching import (
+    DEFAULT_FREQUENCIES,
+    EXACT_TRACE_MAX_FEATURES,
+    FIELDS,
+    FlowMatchingFlow,
+)
+from skfalcon.engine.flows import NormalizedFlow, build_flow, default_hidden_features
 from skfalcon.engine.normalization import RunningNorm
 
 MU, SIGMA = torch.tensor([0.5, -1.0]), torch.tensor([0.7, 1.5])
@@ -46,9 +51,42 @@ def test_shapes_of_loss_densities_and_samples():
 
 def test_build_flow_gives_the_family_with_the_requested_widths():
     flow = build_flow("flow_matching", 3, 4, num_transforms=5, hidden_features=(32, 16), num_bins=8)
-    assert isinstance(flow, FlowMatchingFlow)
-    widths = [layer.out_features for layer in flow.transform.ode if hasattr(layer, "out_features")]
-    assert widths == [32, 16, 3]
+    assert isinstance(flow, FlowMatchingFlow) and flow.transform.field == "residual"
+    field = flow.transform.residual
+    # Inputs: y, the 2 x 8 time features and the context.
+    assert field.input.in_features == 3 + 2 * DEFAULT_FREQUENCIES["residual"] + 4
+    assert [layer.out_features for layer in field.hidden] == [32, 16]
+    assert isinstance(field.skips[0], torch.nn.Identity)
+    assert field.skips[1].out_features == 16 and field.output.out_features == 3
+    legacy = build_flow(
+        "flow_matching",
+        3,
+        4,
+        num_transforms=5,
+        hidden_features=(32, 16),
+        num_bins=8,
+        vector_field="mlp",
+    )
+    widths = [
+        layer.out_features for layer in legacy.transform.ode if hasattr(layer, "out_features")
+    ]
+    assert widths == [32, 16, 3] and not hasattr(legacy.transform, "residual")
+
+
+def test_hidden_features_default_to_the_family_s_own():
+    assert default_hidden_features("flow_matching") == (128, 128, 128, 128)
+    assert default_hidden_features("nsf") == (64, 64)
+    assert default_hidden_features("flow_matching", [32, 32]) == (32, 32)
+
+
+@pytest.mark.parametrize("field", FIELDS)
+def test_the_field_broadcasts_one_context_over_many_points(field):
+    flow = FlowMatchingFlow(2, 3, hidden_features=(8, 8), field=field)
+    y, c = torch.randn(4, 6, 2), torch.randn(6, 3)
+    tau = torch.full((4, 6), 0.3)
+    together = flow.vector_field(tau, y, c)
+    one_by_one = torch.stack([flow.vector_field(tau[i], y[i], c) for i in range(4)])
+    torch.testing.assert_close(together, one_by_one)
 
 
 def test_gradients_reach_every_parameter_of_the_vector_field_and_the_context():
@@ -105,11 +143,13 @@ def _draw(flow, seed):
     return _rsample_and_log_prob(flow(), (4000,), torch.Generator().manual_seed(seed))
 
 
-def test_the_density_of_a_random_field_integrates_to_one():
+@pytest.mark.parametrize("field", FIELDS)
+def test_the_density_of_a_random_field_integrates_to_one(field):
     torch.manual_seed(0)
-    flow = FlowMatchingFlow(2, hidden_features=(16, 16))
+    flow = FlowMatchingFlow(2, hidden_features=(16, 16), field=field)
+    last = flow.transform.ode[-1] if field == "mlp" else flow.transform.residual.output
     with torch.no_grad():
-        flow.transform.ode[-1].weight.mul_(4)  # a field far from zero
+        last.weight.mul_(4)  # a field far from zero
     edges = torch.linspace(-7, 7, 71)
     grid = torch.cartesian_prod(edges, edges)
     with torch.no_grad():
@@ -149,6 +189,58 @@ def test_evaluation_losses_compare_the_same_draws():
     assert not torch.equal(flow.train().loss(y), flow.loss(y))
 
 
+@pytest.mark.parametrize("power", [1.0, 3.0])
+def test_training_times_follow_the_time_power(power):
+    # tau = U^p has the distribution function t^(1/p): Beta(1/p, 1).
+    flow = FlowMatchingFlow(2, hidden_features=(8,), time_power=power)
+    seen = []
+
+    def recording_field(tau, y, c=None):
+        seen.append(tau)
+        return torch.zeros_like(y)
+
+    flow.transform.f = recording_field
+    flow.loss(torch.randn(4000, 2), generator=torch.Generator().manual_seed(0))
+    test = stats.kstest(seen[0].numpy(), stats.beta(1 / power, 1).cdf)
+    assert test.pvalue > 0.01
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"time_power": 0.5}, r"time_power must be a number >= 1; got 0.5"),
+        ({"time_power": "3"}, r"time_power must be a number >= 1; got '3'"),
+        ({"field": "unet"}, r"field must be one of \('residual', 'mlp'\); got 'unet'"),
+    ],
+)
+def test_a_bad_field_or_time_power_is_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FlowMatchingFlow(2, **kwargs)
+
+
+def test_draws_without_densities_skip_the_divergence_and_agree_with_those_with_them():
+    torch.manual_seed(0)
+    normalized = NormalizedFlow(FlowMatchingFlow(2, 3, hidden_features=(16,)), RunningNorm(2), 2.0)
+    normalized.eval()
+    context = torch.randn(4, 3)
+    with torch.no_grad():
+        with_density, _ = normalized.sample_and_log_prob(
+            (50,), context, generator=torch.Generator().manual_seed(1)
+        )
+        alone = normalized.sample((50,), context, generator=torch.Generator().manual_seed(1))
+    assert alone.shape == (50, 4, 2)
+    # The same base noise; the solver's steps differ, so they agree to its tolerance.
+    torch.testing.assert_close(alone, with_density, atol=1e-4, rtol=0)
+
+
+def test_legacy_specs_build_the_mlp_field_and_new_ones_the_residual_field():
+    # Specs written before vector_field existed read it as None: zuko's MLP, as then.
+    assert _spec().build().conditional.flow.transform.field == "mlp"
+    network = _spec(vector_field="residual").build()
+    assert network.conditional.flow.transform.field == "residual"
+    assert network.marginal.flow.transform.field == "residual"
+
+
 @pytest.mark.parametrize("tolerance", [0, 1e-3, "1e-5"])
 def test_a_bad_tolerance_is_refused(tolerance):
     with pytest.raises(
@@ -181,9 +273,10 @@ def test_dual_flows_train_both_flows_on_the_flow_matching_loss():
         assert all(p.grad is not None for p in flow.parameters())
 
 
-def test_network_state_round_trip_samples_and_evaluates_alike():
+@pytest.mark.parametrize("vector_field", [None, "residual"])
+def test_network_state_round_trip_samples_and_evaluates_alike(vector_field):
     torch.manual_seed(0)
-    network = _spec().build()
+    network = _spec(vector_field=vector_field).build()
     network.losses(torch.rand(64, 2) * 4 - 2, torch.randn(64, 3))  # set the norms
     network.set_marginal_policy(MarginalPolicy("mixture", 0.5))
     network.eval()

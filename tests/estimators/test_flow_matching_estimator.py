@@ -67,6 +67,12 @@ def test_sampling_is_reproducible_and_pickles_round_trip(fitted_fm, moons_data, 
         np.testing.assert_allclose(loaded.log_prob(theta[:5], x[0]), log_prob, rtol=1e-6)
 
 
+def test_new_fits_use_the_residual_field_of_the_requested_widths(fitted_fm):
+    flow = fitted_fm.network_.conditional.flow
+    assert fitted_fm.network_.spec.vector_field == "residual"
+    assert [layer.out_features for layer in flow.transform.residual.hidden] == [16]
+
+
 def test_the_validation_loss_is_the_flow_matching_loss(fitted_fm):
     history = fitted_fm.history_
     assert all(np.isfinite(h["val_loss"]) for h in history)
