@@ -235,18 +235,14 @@ class NormalizedFlow(nn.Module):
         """Draw ``shape + batch`` samples without their log-densities.
 
         The same base noise as :meth:`sample_and_log_prob`. A flow-matching flow then
-        integrates its ODE alone, without the divergence that its density needs; the
-        solver's adaptive steps differ, so its draws agree with those of
-        :meth:`sample_and_log_prob` to the solver's tolerance, not bit for bit.
+        integrates its ODE alone, without the divergence that its density needs, at its
+        ``sample_tolerance``; its draws agree with those of :meth:`sample_and_log_prob`
+        to the solver's tolerance, not bit for bit.
         """
         if not isinstance(self.flow, FlowMatchingFlow):
             return self.sample_and_log_prob(shape, context, generator)[0]
-        dist = self.flow(context)
-        z = (
-            dist.base.rsample(shape)
-            if generator is None
-            else _base_draw(dist.base, shape, generator)
-        )
-        z = dist.transform.inv(z)
+        base = self.flow(context).base  # batched over the contexts, as zuko's flows do
+        z = base.rsample(shape) if generator is None else _base_draw(base, shape, generator)
+        z = self.flow.sample_from_base(z, context)
         w = z if self.norm is None else self.norm.inverse(z)
         return self._from_real(w)[0]
