@@ -99,7 +99,10 @@ class FlowPosteriorEstimator(BaseEstimator):
         vector field of widths ``hidden_features``; ``num_transforms`` and ``num_bins``
         unused; the validation loss is its regression loss): densities and samples solve
         an ODE, slower than the discrete families, and above 10 parameters densities are
-        stochastic estimates (see :mod:`skfalcon.engine.flow_matching`).
+        stochastic estimates (see :mod:`skfalcon.engine.flow_matching`). It trains best
+        on a longer schedule (``lr=1e-3``, ``batch_size=256``,
+        ``early_stop_patience=50``, ``lr_patience=20``, ``max_epochs=1000``; see the
+        user guide).
     num_transforms : int, default=None
         Number of flow transforms; ``None`` is 5 for ``"spline_coupling"`` (each layer
         transforms half of the coordinates) and 3 for the other families.
