@@ -207,7 +207,7 @@ class _VectorField(FFJTransform):
         )
         self.field = field
         if field == "residual":
-            del self.ode  # zuko's MLP, unused
+            del self.ode  # zuko's MLP, built by its constructor and unused here
             self.residual = _ResidualField(features, context + 2 * freqs, hidden_features)
 
     def f(self, t: Tensor, x: Tensor, c: Tensor | None = None) -> Tensor:
@@ -291,8 +291,12 @@ class FlowMatchingFlow(zuko.flows.Flow):
                 )
         if field not in FIELDS:
             raise ValueError(f"field must be one of {FIELDS}; got {field!r}")
-        if not (isinstance(time_power, float | int) and time_power >= 1):
+        if isinstance(time_power, bool) or not (
+            isinstance(time_power, float | int) and time_power >= 1
+        ):
             raise ValueError(f"time_power must be a number >= 1; got {time_power!r}")
+        if len(hidden_features) == 0:
+            raise ValueError("hidden_features must hold at least one width; got ()")
         transform = _VectorField(
             features,
             context,
@@ -353,7 +357,8 @@ class FlowMatchingFlow(zuko.flows.Flow):
     def extra_repr(self) -> str:
         return (
             f"field={self.transform.field!r}, time_power={self.time_power}, "
-            f"exact={self.exact}, tolerance={self.transform.rtol}"
+            f"exact={self.exact}, tolerance={self.transform.rtol}, "
+            f"sample_tolerance={self.sample_tolerance}"
         )
 
 

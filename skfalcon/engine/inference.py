@@ -158,7 +158,8 @@ def sample_posterior(
     progress: Callable[[int], None] | None = None,
     with_log_density: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Samples ``(m, n, d)``, ESS ``(m,)`` and normalized target log-densities ``(m, n)``.
+    """Samples ``(m, n, d)``, ESS ``(m,)`` and normalized target log-densities ``(m, n)``
+    (``None`` where ``with_log_density=False`` lets them be skipped, see below).
 
     Random numbers come from ``generator`` (on ``device``), else from torch's global state.
     ``progress``, if given, is called with the number of observations of each finished
@@ -166,9 +167,10 @@ def sample_posterior(
     :math:`1/K` of them.
     An ensemble draws each sample's member first (see :mod:`skfalcon.engine.ensemble`);
     its mixture log-density takes a pass of every member over every sample, skipped (and
-    ``None`` returned) with ``with_log_density=False``. A single posterior's comes with
-    its draws; drawn from :math:`q` alone, it is skipped too where it costs more than the
-    draws (a flow-matching flow's divergence).
+    ``None`` returned) with ``with_log_density=False``. A single posterior drawn from
+    :math:`q` alone (no marginal, or the exact prior with exponent 1) then returns
+    ``None`` too, and a flow-matching flow skips its divergence; importance sampling
+    needs the densities and always returns them.
     """
     if isinstance(network, EnsemblePosterior):
         return _sample_ensemble(
@@ -209,9 +211,7 @@ def sample_posterior(
         return result.u, result.log_density, result.ess[:, None]
 
     rows = inference_rows(device, network)
-    u, log_density, ess = _over_grid(
-        draw, m, n, max(1, rows // sampler.num_proposals), progress
-    )
+    u, log_density, ess = _over_grid(draw, m, n, max(1, rows // sampler.num_proposals), progress)
     return u, ess.sum(dim=1), log_density
 
 

@@ -678,7 +678,8 @@ class FlowPosteriorEstimator(BaseEstimator):
     def _draw(self, x2d: np.ndarray, n: int, sampler, exponent: float, seed: int, densities=True):
         """``sample_posterior`` of the target with ``exponent`` for flat observations
         (``densities=False``: an ensemble skips its mixture log-densities, and a
-        flow-matching flow drawn directly the divergence of its ODE).
+        flow-matching flow drawn from :math:`q` alone, without importance sampling, the
+        divergence of its ODE).
 
         One generator per call, on the networks' device: torch's global random state is
         never used, so concurrent calls cannot change each other's draws.

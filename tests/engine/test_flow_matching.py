@@ -222,7 +222,9 @@ def test_training_times_follow_the_time_power(power):
     [
         ({"time_power": 0.5}, r"time_power must be a number >= 1; got 0.5"),
         ({"time_power": "3"}, r"time_power must be a number >= 1; got '3'"),
+        ({"time_power": True}, r"time_power must be a number >= 1; got True"),
         ({"field": "unet"}, r"field must be one of \('residual', 'mlp'\); got 'unet'"),
+        ({"hidden_features": ()}, r"hidden_features must hold at least one width; got \(\)"),
     ],
 )
 def test_a_bad_field_or_time_power_is_refused(kwargs, message):
