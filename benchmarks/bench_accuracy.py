@@ -278,6 +278,11 @@ def source_revision() -> str | None:
         return None
 
 
+# Read when the benchmark's code is imported: a run that outlives a commit records the
+# code it ran, not the checkout it ended in.
+_REVISION_AT_IMPORT = source_revision()
+
+
 def environment(threads):
     versions = {
         "python": platform.python_version(),
@@ -299,7 +304,7 @@ def environment(threads):
         "torch_threads": threads,
         "load_average_at_end": os.getloadavg(),
         "versions": versions,
-        "revision": source_revision(),
+        "revision": _REVISION_AT_IMPORT,
     }
 
 
