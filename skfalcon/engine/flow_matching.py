@@ -70,6 +70,7 @@ with Rademacher probes :math:`\epsilon`, so the log-density is a *stochastic est
 and torch's global random state is left alone.
 """
 
+import itertools
 import warnings
 from collections.abc import Callable
 
@@ -79,7 +80,7 @@ from torch import Tensor, nn
 from zuko.flows.continuous import FFJTransform
 from zuko.lazy import UnconditionalDistribution
 from zuko.transforms import FreeFormJacobianTransform
-from zuko.utils import odeint
+from zuko.utils import broadcast, odeint
 
 __all__ = [
     "DEFAULT_FREQUENCIES",
@@ -175,11 +176,9 @@ class _ResidualField(nn.Module):
         self.input = nn.Linear(features + conditions, widths[0])
         self.skips = nn.ModuleList(
             nn.Identity() if a == b else nn.Linear(a, b, bias=False)
-            for a, b in zip(widths, widths[1:], strict=False)
+            for a, b in itertools.pairwise(widths)
         )
-        self.hidden = nn.ModuleList(
-            nn.Linear(a, b) for a, b in zip(widths, widths[1:], strict=False)
-        )
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
         self.conditions = nn.ModuleList(nn.Linear(conditions, b, bias=False) for b in widths[1:])
         self.mix = nn.ModuleList(nn.Linear(b, b) for b in widths[1:])
         self.output = nn.Linear(widths[-1], features)
@@ -216,8 +215,8 @@ class _VectorField(FFJTransform):
         t = self.freqs * t[..., None]
         condition = torch.cat((t.cos(), t.sin()), dim=-1)
         if c is not None:
-            condition = torch.cat(_broadcast_rows(condition, c), dim=-1)
-        return self.residual(*_broadcast_rows(x, condition))
+            condition = torch.cat(broadcast(condition, c, ignore=1), dim=-1)
+        return self.residual(*broadcast(x, condition, ignore=1))
 
     def forward(self, c: Tensor | None = None) -> _ProbedJacobianTransform:
         transform = super().forward(c)
@@ -360,9 +359,3 @@ class FlowMatchingFlow(zuko.flows.Flow):
             f"exact={self.exact}, tolerance={self.transform.rtol}, "
             f"sample_tolerance={self.sample_tolerance}"
         )
-
-
-def _broadcast_rows(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """``a`` and ``b`` with their leading dimensions broadcast, last dimensions kept."""
-    shape = torch.broadcast_shapes(a.shape[:-1], b.shape[:-1])
-    return a.expand(*shape, a.shape[-1]), b.expand(*shape, b.shape[-1])
