@@ -186,7 +186,20 @@ def parse_args(argv=None):
         "--threads", type=int, default=None, help="torch threads (default: the CPU cores)"
     )
     parser.add_argument(
+        "--label",
+        default=None,
+        help="name of the skfalcon methods in the table and JSON, as a suffix "
+        "(truncated becomes truncated_LABEL)",
+    )
+    parser.add_argument(
         "--out", default=None, help="JSON record (default benchmarks/results/sequential.json)"
+    )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="print the table of earlier --out files (same sample count) and run nothing",
     )
     args = parser.parse_args(argv)
     args.budgets = args.budgets or ([1000, 2000] if args.quick else [1000, 2000, 5000])
@@ -219,8 +232,29 @@ def markdown_table(records, budgets):
     return "\n".join(lines)
 
 
+def merge(paths):
+    """The table of several earlier ``--out`` files: medians over their seeds."""
+    records, n_samples = [], set()
+    for path in paths:
+        with open(path) as stream:
+            result = json.load(stream)
+        records.extend(result["runs"])
+        n_samples.add(result["arguments"]["n_samples"])
+    if len(n_samples) != 1:
+        sys.exit(f"the files were run with different --n-samples: {sorted(n_samples)}")
+    print(markdown_table(records, sorted({r["budget"] for r in records})))
+
+
+def method_name(method, label):
+    """The method's name in the records: skfalcon's carry the run's label."""
+    return f"{method}_{label}" if label and not method.startswith("sbi") else method
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.merge:
+        merge(args.merge)
+        return
     threads = set_threads(args.threads)
     import_optimizer_machinery()
     log(
@@ -258,7 +292,7 @@ def main(argv=None):
                     records.append(
                         {
                             "task": task_name,
-                            "method": method,
+                            "method": method_name(method, args.label),
                             "budget": budget,
                             "seed": seed,
                             "c2st": scores,
