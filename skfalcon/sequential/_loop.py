@@ -62,6 +62,9 @@ logger = logging.getLogger("skfalcon")
 
 # Posterior samples drawn after each round to measure the importance-sampling ESS.
 _ESS_SAMPLES = 1000
+# The share of the final posterior outside the last truncation region above which a run
+# warns: the regions hold all but 0.1 % of each round's samples before their margin.
+_MAX_OUTSIDE_REGION = 0.01
 
 
 class SequentialParams(BaseModel):
@@ -171,7 +174,8 @@ class SequentialInference(BaseEstimator):
         renewal of the data, discarding implausible rows (the estimator's
         ``discard_log_ratio``, -20 when it sets none); ``"truncated"``: rounds of
         simulations from the prior restricted to a region around the current posterior
-        (boxes along the cube's and the posterior's principal axes), each trained to
+        (boxes along the cube's and the posterior's principal axes, and cubes around its
+        samples), each trained to
         convergence. Prefer ``"truncated"`` when the posterior is narrow
         against the prior in several dimensions: there the ratio of two learned flows
         that the other sequential strategies rely on is noisy (figures in
@@ -192,12 +196,15 @@ class SequentialInference(BaseEstimator):
         ``"round_based"``: the budget is split into this many equal rounds; each round's
         simulations replace the previous ones.
     truncation_margin : float, default=0.25
-        ``"truncated"``: each round's region is the intersection of two boxes in the
-        hypercube around 4,000 samples of the current posterior, one along the cube's
+        ``"truncated"``: each round's region is the intersection of three shapes in the
+        hypercube around 4,000 samples of the current posterior: a box along the cube's
         axes and one along the samples' principal axes, each spanning the 0.1 % to 99.9 %
         quantiles of the samples' coordinates and widened on each side by this fraction
-        of its width; it is intersected with the earlier regions, so that regions are
-        nested and the store's rows are distributed as the prior inside the last one.
+        of its width, and the union of cubes around half the samples that holds all but
+        0.1 % of the other half, its cubes widened by ``1 + 2 * truncation_margin``
+        (:class:`~skfalcon.sequential.strategies.SampleCover`). It is intersected with
+        the earlier regions, so that regions are nested and the store's rows are
+        distributed as the prior inside the last one.
     tol : float, default=None
         Stop early when the posterior of ``x_obs`` no longer moves: once a round moves it
         by less than ``tol`` nats (``posterior_movement`` in ``history_``), the run ends
@@ -249,7 +256,9 @@ class SequentialInference(BaseEstimator):
         compare within a round), ``ess`` (effective sample size of the importance pool of
         ``estimator_.sample(x_obs, 1000)``), ``truncation_volume`` (``"truncated"``: the
         fraction of the hypercube's volume the round's simulations were drawn from;
-        ``None`` for the other strategies), ``posterior_movement`` (the
+        ``None`` for the other strategies), ``outside_region`` (``"truncated"``: the share
+        of those 1,000 draws outside that region; a run warns when the last round's is
+        above 1 %; ``None`` for the other strategies), ``posterior_movement`` (the
         Kullback-Leibler divergence, in nats, of the previous round's posterior of
         ``x_obs`` to this round's, estimated on 1,000 draws; NaN for the first round),
         ``final_fit`` (on the last record of a run whose last round continued training a
@@ -395,6 +404,7 @@ class SequentialInference(BaseEstimator):
             )
         else:
             _warn_collapsed_weights(self.history_, params.strategy)
+            _warn_outside_region(self.history_)
         return self
 
     def _keep(self, run: _Run, *, interrupted: bool) -> None:
@@ -457,6 +467,21 @@ def _warn_collapsed_weights(history: list[dict], strategy: str) -> None:
         "unreliable for this observation, and its samples repeat. This happens when the "
         "posterior is narrow against the prior in several dimensions; "
         "strategy='truncated' needs no such ratio.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def _warn_outside_region(history: list[dict]) -> None:
+    """Warn when much of the final posterior lies outside the last truncation region."""
+    outside = history[-1].get("outside_region") if history else None
+    if outside is None or outside <= _MAX_OUTSIDE_REGION:
+        return
+    warnings.warn(
+        f"{100 * outside:.1f} % of the posterior of x_obs lies outside the last truncation "
+        "region, where only the earlier rounds' simulations were run: the posterior there "
+        "rests on fewer simulations, and the regions may have cut off part of it. Raise "
+        "truncation_margin, or min_training_samples for a better first estimate.",
         UserWarning,
         stacklevel=3,
     )
@@ -579,6 +604,8 @@ class _Run:
         # The movement from the round before, to the networks kept.
         self._draws = self._previous_draws
         record["ess"], record["posterior_movement"] = self._draw_posterior()
+        if self._draws is not None:
+            record.update(self.strategy.record(refit, self._draws[0]))
 
     def close_progress(self) -> None:
         if self._bar is not None:
@@ -686,6 +713,7 @@ class _Run:
                 self._draws = (theta, estimator.log_prob(theta, self.x_obs))
         except KeyboardInterrupt:
             self.interrupted = True
+            self._draws = None  # the run ends; no draws of this round's posterior
             return math.nan, math.nan
         return float(ess), movement
 
@@ -704,7 +732,7 @@ class _Run:
             "train_loss": float(last.get("train_loss", math.nan)),
             "val_loss": float(last.get("val_loss", math.nan)),
             "ess": ess,
-            **self.strategy.record(estimator),
+            **self.strategy.record(estimator, None if self._draws is None else self._draws[0]),
             "posterior_movement": movement,
             "final_fit": None,
             "seconds_simulate": seconds_simulate,

@@ -15,17 +15,19 @@ methods of the estimator and its prior only.
   trained to convergence.
 - :class:`TruncatedStrategy`: rounds of the standard sizes, each from the prior restricted
   to a region of the cube around the current posterior of :math:`x_o`, joining the store
-  as prior rows and trained to convergence. The region is the intersection of two boxes
-  around 4,000 posterior samples, each spanning the 0.1 % to 99.9 % quantiles of the
-  samples' coordinates, widened by ``truncation_margin`` of its width: one along the
-  cube's axes, one along the principal axes of the samples (the eigenvectors of their
-  covariance), which is far smaller for a correlated posterior. Each region is also
-  intersected with the previous ones, so inside the last region every stored row
+  as prior rows and trained to convergence. The region is the intersection of three
+  shapes around 4,000 posterior samples: a box along the cube's axes and one along the
+  samples' principal axes (the eigenvectors of their covariance), each spanning the
+  0.1 % to 99.9 % quantiles of the samples' coordinates, and a :class:`SampleCover`, the
+  union of small cubes around the samples, which follows several modes or a curved
+  posterior where boxes cannot; each is widened by ``truncation_margin``. Each region is
+  also intersected with the previous ones, so inside the last region every stored row
   follows the prior, and the posterior is :math:`q` itself, without the ratio to a
   learned marginal.
 
 The prior is uniform in the cube, so its restriction to a region is uniform on it:
-regions are drawn by rejection from the smaller of their two boxes.
+regions are drawn by rejection from the candidates of whichever shape has the least
+volume.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = [
     "AmortizedStrategy",
     "PrincipalBox",
     "Round",
+    "SampleCover",
     "RoundBasedStrategy",
     "StandardStrategy",
     "Strategy",
@@ -85,9 +88,10 @@ class Strategy:
             return estimator.sample_proposal(x_obs, n, random_state=seed), None
         return estimator.sample_proposal(x_obs, n, random_state=seed, return_log_prob=True)
 
-    def record(self, estimator) -> dict:
-        """Strategy-specific entries of a round's history record."""
-        return {"truncation_volume": None}
+    def record(self, estimator, theta: np.ndarray | None) -> dict:
+        """Strategy-specific entries of a round's history record, given draws ``theta`` of
+        the trained posterior of ``x_obs`` (``None`` when Ctrl-C cut them short)."""
+        return {"truncation_volume": None, "outside_region": None}
 
 
 def _budget_rounds(n_simulations: int, first: int | None, step: int | None, epochs) -> list[Round]:
@@ -155,7 +159,7 @@ class RoundBasedStrategy(Strategy):
 class PrincipalBox:
     r"""The box :math:`\{u : \text{low} \le (u - c) A \le \text{high}\}` in the cube's
     coordinates, with orthonormal columns :math:`A` (the principal axes) and centre
-    :math:`c`."""
+    :math:`c`. With :math:`A = I` and :math:`c = 0` it is a box along the cube's axes."""
 
     center: np.ndarray
     axes: np.ndarray
@@ -173,6 +177,11 @@ class PrincipalBox:
         pad = margin * (high - low)
         return cls(center, axes, low - pad, high + pad)
 
+    @classmethod
+    def aligned(cls, low: np.ndarray, high: np.ndarray) -> PrincipalBox:
+        """The box ``[low, high]`` along the cube's axes."""
+        return cls(np.zeros(len(low)), np.eye(len(low)), np.asarray(low), np.asarray(high))
+
     @property
     def volume(self) -> float:
         """Its volume in the cube's coordinates (a rotation keeps volumes)."""
@@ -184,6 +193,62 @@ class PrincipalBox:
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return self.center + rng.uniform(self.low, self.high, (n, len(self.low))) @ self.axes.T
+
+    def propose(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` uniform draws; a region's candidates (see :class:`SampleCover`)."""
+        return self.sample(n, rng)
+
+
+class SampleCover:
+    r"""The union of cubes of half-width :math:`h` centred on posterior samples, in the
+    frame of their principal axes: :math:`\{u : \min_i \|(u - s_i) A\|_\infty \le h\}`.
+
+    It follows the posterior's shape where a box cannot: several modes, a crescent. Every
+    other sample is a centre; the half-width is the distance (the largest coordinate
+    difference) within which the other half find a centre, but for a ``tail`` share of
+    them, widened by ``1 + 2 margin`` as the boxes are: the cover holds all but about
+    ``tail`` of the posterior before the widening, in any dimension. Uniform draws on the
+    union: a centre's cube is chosen at random, a point drawn uniformly in it, and kept
+    with probability one over the number of cubes holding it.
+    """
+
+    def __init__(self, centers: np.ndarray, axes: np.ndarray, half_width: float):
+        from scipy.spatial import cKDTree
+
+        self.axes = axes
+        self.centers = centers  # in the frame of the axes
+        self.half_width = float(half_width)
+        self.tree = cKDTree(centers)
+
+    @classmethod
+    def around(cls, u: np.ndarray, axes: np.ndarray, tail: float, margin: float) -> SampleCover:
+        """The cover of every other row of ``u`` that holds all but ``tail`` of the others,
+        its cubes widened by ``1 + 2 margin``."""
+        from scipy.spatial import cKDTree
+
+        z = u @ axes
+        centers, held_out = z[0::2], z[1::2]
+        distances = cKDTree(centers).query(held_out, k=1, p=np.inf)[0]
+        return cls(centers, axes, (1.0 + 2.0 * margin) * np.quantile(distances, 1.0 - tail))
+
+    @property
+    def volume(self) -> float:
+        """An upper bound of its volume: the cubes' volumes added up."""
+        return len(self.centers) * (2.0 * self.half_width) ** self.centers.shape[1]
+
+    def _counts(self, z: np.ndarray) -> np.ndarray:
+        return self.tree.query_ball_point(z, self.half_width, p=np.inf, return_length=True)
+
+    def contains(self, u: np.ndarray) -> np.ndarray:
+        return self._counts(u @ self.axes) > 0
+
+    def propose(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Uniform draws on the union from ``n`` candidates (fewer are kept)."""
+        h = self.half_width
+        z = self.centers[rng.integers(len(self.centers), size=n)]
+        z = z + rng.uniform(-h, h, z.shape)
+        z = z[rng.uniform(size=n) * self._counts(z) < 1.0]
+        return z @ self.axes.T
 
 
 class TruncatedStrategy(Strategy):
@@ -199,8 +264,9 @@ class TruncatedStrategy(Strategy):
         # The box of the last round that was trained: an interrupted round's box, proposed
         # but never simulated or trained, must not be reported as the run's.
         self.trained_box: tuple[np.ndarray, np.ndarray] | None = None
-        # The principal-axes boxes of the rounds so far: the region is box ∩ all of them.
-        self.principal_boxes: list[PrincipalBox] = []
+        # The principal-axes boxes and sample covers of the rounds so far: the region is
+        # box ∩ all of them.
+        self.shapes: list = []
         self.volume = 1.0  # the region's share of the cube (estimated by rejection)
         self.trained_volume = 1.0
         self.prior = None
@@ -225,55 +291,50 @@ class TruncatedStrategy(Strategy):
         empty = new_low >= new_high
         self.box = (np.where(empty, old_low, new_low), np.where(empty, old_high, new_high))
         rng = np.random.default_rng(seed)
-        principal = PrincipalBox.around(
-            prior.theta_to_u(posterior)[0], _TRUNCATION_TAIL, self.truncation_margin
+        u_posterior = prior.theta_to_u(posterior)[0]
+        principal = PrincipalBox.around(u_posterior, _TRUNCATION_TAIL, self.truncation_margin)
+        cover = SampleCover.around(
+            u_posterior, principal.axes, _TRUNCATION_TAIL, self.truncation_margin
         )
-        u = self._draw_region(n, principal, rng)
+        new_shapes = [principal] + ([cover] if cover.half_width > 0 else [])
+        u = self._draw_region(n, new_shapes, rng)
         return prior.complete(u, rng), None
 
-    def _draw_region(self, n: int, principal: PrincipalBox, rng) -> np.ndarray:
-        """``n`` uniform draws from the region: the box ∩ the principal boxes of the earlier
-        rounds ∩ ``principal``, by rejection from the smaller of the box and ``principal``.
-        ``principal`` is left out when too few candidates fall in the region."""
-        low, high = self.box
-        box_volume = float(np.prod(high - low))
+    def _draw_region(self, n: int, new_shapes: list, rng) -> np.ndarray:
+        """``n`` uniform draws from the region: the box ∩ the shapes of the earlier rounds ∩
+        ``new_shapes``, by rejection from the candidates of the shape of least volume.
+        ``new_shapes`` are left out when too few candidates fall in the region."""
+        box = PrincipalBox.aligned(*self.box)
 
-        def inside(u, boxes):
-            keep = np.all((low <= u) & (u <= high), axis=1)
-            for box in boxes:
-                keep &= box.contains(u)
-            return keep
+        def pilot(shapes):
+            generator = min(shapes, key=lambda shape: shape.volume)
+            u = generator.propose(_REJECTION_BATCH, rng)
+            keep = np.ones(len(u), dtype=bool)
+            for shape in shapes:
+                if shape is not generator:
+                    keep[keep] = shape.contains(u[keep])
+            return u[keep], generator
 
-        def acceptance(boxes, from_principal):
-            pilot = (
-                principal.sample(_REJECTION_BATCH, rng)
-                if from_principal
-                else (rng.uniform(low, high, (_REJECTION_BATCH, len(low))))
-            )
-            return pilot, inside(pilot, boxes)
-
-        boxes = [*self.principal_boxes, principal]
-        from_principal = 0 < principal.volume < box_volume
-        pilot, keep = acceptance(boxes, from_principal)
-        if keep.mean() < _MIN_ACCEPTANCE:  # degenerate or disjoint: this round without it
-            boxes, from_principal = self.principal_boxes, False
-            pilot, keep = acceptance(boxes, from_principal)
-        if not keep.any():
+        shapes = [box, *self.shapes, *new_shapes]
+        accepted, generator = pilot(shapes)
+        if len(accepted) < _MIN_ACCEPTANCE * _REJECTION_BATCH:
+            # Degenerate or disjoint from the earlier region: this round without them.
+            shapes = [box, *self.shapes]
+            accepted, generator = pilot(shapes)
+        if not len(accepted):
             raise RuntimeError(
                 f"the truncation region holds none of {_REJECTION_BATCH} candidates: the "
                 "posterior of x_obs moved out of the region of the earlier rounds"
             )
-        accepted, n_drawn = [pilot[keep]], len(pilot)
+        accepted, n_drawn = [accepted], _REJECTION_BATCH
         while sum(map(len, accepted)) < n:
-            pilot, keep = acceptance(boxes, from_principal)
-            accepted.append(pilot[keep])
-            n_drawn += len(pilot)
-        self.principal_boxes = boxes
-        # Shares of the cube: the prior's probability of the superset, times the acceptance.
-        superset = self.prior.box_volume(low, high)
-        if from_principal:
-            superset *= principal.volume / box_volume
-        self.volume = superset * sum(map(len, accepted)) / n_drawn
+            accepted.append(pilot(shapes)[0])
+            n_drawn += _REJECTION_BATCH
+        self.shapes = shapes[1:]
+        # Shares of the cube: the generator's volume times the share of its candidates kept.
+        cube_low, cube_high = self.prior.cube_box()
+        cube_volume = float(np.prod(cube_high - cube_low))
+        self.volume = generator.volume / cube_volume * sum(map(len, accepted)) / n_drawn
         u = np.concatenate(accepted)
         return u[rng.permutation(len(u))[:n]]
 
@@ -281,12 +342,24 @@ class TruncatedStrategy(Strategy):
         """The last box in u, or the whole cube before any truncation."""
         return self.box if self.box is not None else self.prior.cube_box()
 
-    def record(self, estimator) -> dict:
-        """Called once a round is trained: its box becomes :attr:`trained_box`."""
+    def contains(self, u: np.ndarray) -> np.ndarray:
+        """Whether rows of u lie in the last region (the whole cube before truncation)."""
+        low, high = self.current_box()
+        keep = np.all((low <= u) & (u <= high), axis=-1)
+        for shape in self.shapes:
+            keep[keep] = shape.contains(u[keep])
+        return keep
+
+    def record(self, estimator, theta: np.ndarray | None) -> dict:
+        """Called once a round is trained: its box becomes :attr:`trained_box`, and the
+        share of the draws ``theta`` of its posterior outside its region is recorded."""
         self.prior = estimator.prior_
         self.trained_box = self.current_box()
         self.trained_volume = self.volume
-        return {"truncation_volume": self.trained_volume}
+        outside = None
+        if theta is not None:
+            outside = 1.0 - float(self.contains(self.prior.theta_to_u(theta)[0]).mean())
+        return {"truncation_volume": self.trained_volume, "outside_region": outside}
 
 
 #: Strategy names and the knobs of :class:`~skfalcon.SequentialInference` each takes.

@@ -5,7 +5,7 @@ import pytest
 
 from skfalcon import FlowPosteriorEstimator, SequentialInference
 from skfalcon.priors import FactorizedPrior
-from skfalcon.sequential.strategies import PrincipalBox, TruncatedStrategy
+from skfalcon.sequential.strategies import PrincipalBox, SampleCover, TruncatedStrategy
 
 PRIOR = [("uniform", -1.0, 1.0), ("uniform", -1.0, 1.0)]
 
@@ -30,12 +30,41 @@ def test_a_principal_box_follows_the_samples_axes():
     np.testing.assert_allclose(draws.mean(0), box.center, atol=0.02)
 
 
-def region_strategy(principal_boxes=()):
+def two_modes(n, rng, d=2):
+    """Rows around (0.5, 0, ...) and (-0.5, 0, ...), sd 0.05: a box between them is empty."""
+    u = 0.05 * rng.standard_normal((n, d))
+    u[:, 0] += np.where(np.arange(n) % 3 == 0, 0.5, -0.5)
+    return u
+
+
+def test_a_sample_cover_holds_fresh_samples_and_not_the_gap_between_modes():
+    rng = np.random.default_rng(3)
+    cover = SampleCover.around(two_modes(4000, rng), np.eye(2), tail=1e-3, margin=0.0)
+    assert cover.contains(two_modes(20000, rng)).mean() > 0.995
+    assert not cover.contains(np.zeros((1, 2)))[0]
+    # Its cubes hold both modes and little else: a few percent of the modes' bounding box.
+    assert cover.volume < 50 * (1.0 + 8 * 0.05) * (8 * 0.05)
+
+
+def test_sample_cover_draws_are_uniform_on_the_union():
+    rng = np.random.default_rng(4)
+    # Two overlapping squares of half-width 1: their union is a rectangle of 3 by 2.
+    cover = SampleCover(np.array([[0.0, 0.0], [1.0, 0.0]]), np.eye(2), half_width=1.0)
+    draws = cover.propose(200000, rng)
+    # The overlap [0, 1] x [-1, 1] holds 1/3 of the union's area, not half of the draws.
+    overlap = (draws[:, 0] >= 0) & (draws[:, 0] <= 1)
+    assert overlap.mean() == pytest.approx(1 / 3, abs=0.01)
+    np.testing.assert_allclose(draws.mean(0), [0.5, 0.0], atol=0.01)
+    # Candidates kept: area of the union over the squares' summed area, 6 / 8.
+    assert len(draws) / 200000 == pytest.approx(0.75, abs=0.01)
+
+
+def region_strategy(shapes=()):
     strategy = TruncatedStrategy()
     strategy.prior = FactorizedPrior(PRIOR)
     low, high = strategy.prior.cube_box()
     strategy.box = (low * 0.5, high * 0.5)
-    strategy.principal_boxes = list(principal_boxes)
+    strategy.shapes = list(shapes)
     return strategy
 
 
@@ -44,20 +73,20 @@ def test_region_draws_are_uniform_on_the_intersection_and_its_volume_is_estimate
     strategy = region_strategy()
     cube = strategy.prior.cube_box()[1][0]
     principal = PrincipalBox(np.zeros(2), np.eye(2), np.array([0.0, -cube]), np.full(2, cube))
-    u = strategy._draw_region(40000, principal, rng)
+    u = strategy._draw_region(40000, [principal], rng)
     # The box is [-b/2, b/2]^2; the principal box keeps its half with u_0 >= 0.
     assert np.all(u[:, 0] >= 0) and np.all(np.abs(u) <= cube / 2)
     np.testing.assert_allclose(u.mean(0), [cube / 4, 0.0], atol=0.01 * cube)
     assert strategy.volume == pytest.approx(1 / 8, rel=0.03)
-    assert strategy.principal_boxes == [principal]
+    assert strategy.shapes == [principal]
 
 
 def test_a_principal_box_that_would_keep_almost_nothing_is_left_out():
     rng = np.random.default_rng(2)
     strategy = region_strategy()
     sliver = PrincipalBox(np.zeros(2), np.eye(2), np.full(2, 10.0), np.full(2, 10.0 + 1e-9))
-    u = strategy._draw_region(1000, sliver, rng)
-    assert strategy.principal_boxes == []
+    u = strategy._draw_region(1000, [sliver], rng)
+    assert strategy.shapes == []
     assert u.shape == (1000, 2) and strategy.volume == pytest.approx(0.25, rel=0.03)
 
 
@@ -92,3 +121,25 @@ def test_truncated_rounds_of_a_correlated_posterior_draw_from_its_principal_box(
     last = np.concatenate(simulator.calls)[-seq.history_[-1]["n_simulations"] :]
     # Its rows lie near the line theta_0 + theta_1 = 0.2.
     assert np.quantile(np.abs(last.sum(1) - 0.2), 0.99) < 0.5
+
+
+def test_a_posterior_outside_the_last_region_is_recorded_and_warned(tiny, monkeypatch):
+    from skfalcon.sequential import _loop
+
+    est = FlowPosteriorEstimator(prior=PRIOR, random_state=0, **{**tiny, "max_epochs": 5})
+    seq = SequentialInference(
+        est,
+        DiagonalSimulator(),
+        strategy="truncated",
+        min_training_samples=200,
+        resample_batch_size=100,
+        random_state=0,
+    )
+    seq.run([0.2, 0.0], 300)
+    outside = [r["outside_region"] for r in seq.history_]
+    assert outside[0] == 0.0  # the first round's region is the whole cube
+    assert 0.0 <= outside[1] <= 1.0
+    # Under a threshold of -1 any share warns; the same seed gives the same share.
+    monkeypatch.setattr(_loop, "_MAX_OUTSIDE_REGION", -1.0)
+    with pytest.warns(UserWarning, match=rf"^{100 * outside[-1]:.1f} % of the posterior"):
+        seq.run([0.2, 0.0], 300)
