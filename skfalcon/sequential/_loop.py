@@ -63,8 +63,9 @@ logger = logging.getLogger("skfalcon")
 # Posterior samples drawn after each round to measure the importance-sampling ESS.
 _ESS_SAMPLES = 1000
 # The share of the final posterior outside the last truncation region above which a run
-# warns: the regions hold all but 0.1 % of each round's samples before their margin.
-_MAX_OUTSIDE_REGION = 0.01
+# warns. Each region holds all but about 0.2 % of its round's samples before the margin;
+# the estimate moves between rounds, and 1-2 % outside is common on 10-D tasks.
+_MAX_OUTSIDE_REGION = 0.05
 
 
 class SequentialParams(BaseModel):
@@ -174,8 +175,7 @@ class SequentialInference(BaseEstimator):
         renewal of the data, discarding implausible rows (the estimator's
         ``discard_log_ratio``, -20 when it sets none); ``"truncated"``: rounds of
         simulations from the prior restricted to a region around the current posterior
-        (boxes along the cube's and the posterior's principal axes, and cubes around its
-        samples), each trained to
+        (boxes along the cube's and the posterior's principal axes), each trained to
         convergence. Prefer ``"truncated"`` when the posterior is narrow
         against the prior in several dimensions: there the ratio of two learned flows
         that the other sequential strategies rely on is noisy (figures in
@@ -196,15 +196,12 @@ class SequentialInference(BaseEstimator):
         ``"round_based"``: the budget is split into this many equal rounds; each round's
         simulations replace the previous ones.
     truncation_margin : float, default=0.25
-        ``"truncated"``: each round's region is the intersection of three shapes in the
-        hypercube around 4,000 samples of the current posterior: a box along the cube's
+        ``"truncated"``: each round's region is the intersection of two boxes in the
+        hypercube around 4,000 samples of the current posterior, one along the cube's
         axes and one along the samples' principal axes, each spanning the 0.1 % to 99.9 %
         quantiles of the samples' coordinates and widened on each side by this fraction
-        of its width, and the union of cubes around half the samples that holds all but
-        0.1 % of the other half, its cubes widened by ``1 + 2 * truncation_margin``
-        (:class:`~skfalcon.sequential.strategies.SampleCover`). It is intersected with
-        the earlier regions, so that regions are nested and the store's rows are
-        distributed as the prior inside the last one.
+        of its width; it is intersected with the earlier regions, so that regions are
+        nested and the store's rows are distributed as the prior inside the last one.
     tol : float, default=None
         Stop early when the posterior of ``x_obs`` no longer moves: once a round moves it
         by less than ``tol`` nats (``posterior_movement`` in ``history_``), the run ends
@@ -258,7 +255,7 @@ class SequentialInference(BaseEstimator):
         fraction of the hypercube's volume the round's simulations were drawn from;
         ``None`` for the other strategies), ``outside_region`` (``"truncated"``: the share
         of those 1,000 draws outside that region; a run warns when the last round's is
-        above 1 %; ``None`` for the other strategies), ``posterior_movement`` (the
+        above 5 %; ``None`` for the other strategies), ``posterior_movement`` (the
         Kullback-Leibler divergence, in nats, of the previous round's posterior of
         ``x_obs`` to this round's, estimated on 1,000 draws; NaN for the first round),
         ``final_fit`` (on the last record of a run whose last round continued training a

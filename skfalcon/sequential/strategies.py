@@ -15,19 +15,17 @@ methods of the estimator and its prior only.
   trained to convergence.
 - :class:`TruncatedStrategy`: rounds of the standard sizes, each from the prior restricted
   to a region of the cube around the current posterior of :math:`x_o`, joining the store
-  as prior rows and trained to convergence. The region is the intersection of three
-  shapes around 4,000 posterior samples: a box along the cube's axes and one along the
-  samples' principal axes (the eigenvectors of their covariance), each spanning the
-  0.1 % to 99.9 % quantiles of the samples' coordinates, and a :class:`SampleCover`, the
-  union of small cubes around the samples, which follows several modes or a curved
-  posterior where boxes cannot; each is widened by ``truncation_margin``. Each region is
-  also intersected with the previous ones, so inside the last region every stored row
+  as prior rows and trained to convergence. The region is the intersection of two boxes
+  around 4,000 posterior samples, each spanning the 0.1 % to 99.9 % quantiles of the
+  samples' coordinates, widened by ``truncation_margin`` of its width: one along the
+  cube's axes, one along the principal axes of the samples (the eigenvectors of their
+  covariance), which is far smaller for a correlated posterior. Each region is also
+  intersected with the previous ones, so inside the last region every stored row
   follows the prior, and the posterior is :math:`q` itself, without the ratio to a
   learned marginal.
 
 The prior is uniform in the cube, so its restriction to a region is uniform on it:
-regions are drawn by rejection from the candidates of whichever shape has the least
-volume.
+regions are drawn by rejection from the smaller of their two boxes.
 """
 
 from __future__ import annotations
@@ -41,7 +39,6 @@ __all__ = [
     "AmortizedStrategy",
     "PrincipalBox",
     "Round",
-    "SampleCover",
     "RoundBasedStrategy",
     "StandardStrategy",
     "Strategy",
@@ -194,62 +191,6 @@ class PrincipalBox:
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return self.center + rng.uniform(self.low, self.high, (n, len(self.low))) @ self.axes.T
 
-    def propose(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``n`` uniform draws; a region's candidates (see :class:`SampleCover`)."""
-        return self.sample(n, rng)
-
-
-class SampleCover:
-    r"""The union of cubes of half-width :math:`h` centred on posterior samples, in the
-    frame of their principal axes: :math:`\{u : \min_i \|(u - s_i) A\|_\infty \le h\}`.
-
-    It follows the posterior's shape where a box cannot: several modes, a crescent. Every
-    other sample is a centre; the half-width is the distance (the largest coordinate
-    difference) within which the other half find a centre, but for a ``tail`` share of
-    them, widened by ``1 + 2 margin`` as the boxes are: the cover holds all but about
-    ``tail`` of the posterior before the widening, in any dimension. Uniform draws on the
-    union: a centre's cube is chosen at random, a point drawn uniformly in it, and kept
-    with probability one over the number of cubes holding it.
-    """
-
-    def __init__(self, centers: np.ndarray, axes: np.ndarray, half_width: float):
-        from scipy.spatial import cKDTree
-
-        self.axes = axes
-        self.centers = centers  # in the frame of the axes
-        self.half_width = float(half_width)
-        self.tree = cKDTree(centers)
-
-    @classmethod
-    def around(cls, u: np.ndarray, axes: np.ndarray, tail: float, margin: float) -> SampleCover:
-        """The cover of every other row of ``u`` that holds all but ``tail`` of the others,
-        its cubes widened by ``1 + 2 margin``."""
-        from scipy.spatial import cKDTree
-
-        z = u @ axes
-        centers, held_out = z[0::2], z[1::2]
-        distances = cKDTree(centers).query(held_out, k=1, p=np.inf)[0]
-        return cls(centers, axes, (1.0 + 2.0 * margin) * np.quantile(distances, 1.0 - tail))
-
-    @property
-    def volume(self) -> float:
-        """An upper bound of its volume: the cubes' volumes added up."""
-        return len(self.centers) * (2.0 * self.half_width) ** self.centers.shape[1]
-
-    def _counts(self, z: np.ndarray) -> np.ndarray:
-        return self.tree.query_ball_point(z, self.half_width, p=np.inf, return_length=True)
-
-    def contains(self, u: np.ndarray) -> np.ndarray:
-        return self._counts(u @ self.axes) > 0
-
-    def propose(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """Uniform draws on the union from ``n`` candidates (fewer are kept)."""
-        h = self.half_width
-        z = self.centers[rng.integers(len(self.centers), size=n)]
-        z = z + rng.uniform(-h, h, z.shape)
-        z = z[rng.uniform(size=n) * self._counts(z) < 1.0]
-        return z @ self.axes.T
-
 
 class TruncatedStrategy(Strategy):
     """Rounds from the prior restricted to nested boxes around the posterior."""
@@ -264,8 +205,7 @@ class TruncatedStrategy(Strategy):
         # The box of the last round that was trained: an interrupted round's box, proposed
         # but never simulated or trained, must not be reported as the run's.
         self.trained_box: tuple[np.ndarray, np.ndarray] | None = None
-        # The principal-axes boxes and sample covers of the rounds so far: the region is
-        # box ∩ all of them.
+        # The principal-axes boxes of the rounds so far: the region is box ∩ all of them.
         self.shapes: list = []
         self.volume = 1.0  # the region's share of the cube (estimated by rejection)
         self.trained_volume = 1.0
@@ -291,13 +231,10 @@ class TruncatedStrategy(Strategy):
         empty = new_low >= new_high
         self.box = (np.where(empty, old_low, new_low), np.where(empty, old_high, new_high))
         rng = np.random.default_rng(seed)
-        u_posterior = prior.theta_to_u(posterior)[0]
-        principal = PrincipalBox.around(u_posterior, _TRUNCATION_TAIL, self.truncation_margin)
-        cover = SampleCover.around(
-            u_posterior, principal.axes, _TRUNCATION_TAIL, self.truncation_margin
+        principal = PrincipalBox.around(
+            prior.theta_to_u(posterior)[0], _TRUNCATION_TAIL, self.truncation_margin
         )
-        new_shapes = [principal] + ([cover] if cover.half_width > 0 else [])
-        u = self._draw_region(n, new_shapes, rng)
+        u = self._draw_region(n, [principal], rng)
         return prior.complete(u, rng), None
 
     def _draw_region(self, n: int, new_shapes: list, rng) -> np.ndarray:
@@ -308,7 +245,7 @@ class TruncatedStrategy(Strategy):
 
         def pilot(shapes):
             generator = min(shapes, key=lambda shape: shape.volume)
-            u = generator.propose(_REJECTION_BATCH, rng)
+            u = generator.sample(_REJECTION_BATCH, rng)
             keep = np.ones(len(u), dtype=bool)
             for shape in shapes:
                 if shape is not generator:

@@ -177,10 +177,10 @@ def test_truncated_rounds_draw_from_nested_boxes_around_the_posterior(tiny):
     # The last round's rows: its simulator calls, one per chunk.
     last = np.concatenate(simulator.calls)[-seq.history_[-1]["n_simulations"] :]
     assert np.all((low <= last) & (last <= high))
+    # Uniform in the box (the prior is uniform here): the rows fill it, edge to edge.
+    spread = (last.max(0) - last.min(0)) / (high - low)
+    assert np.all(spread > 0.9)
     samples = seq.estimator_.sample(X_OBS, 2000, random_state=0)
-    # Uniform on a region around the posterior, wider than it by the margin.
-    np.testing.assert_allclose(last.mean(0), X_OBS, atol=0.03)
-    assert np.all(last.std(0) > samples.std(0))
     np.testing.assert_allclose(samples.mean(0), X_OBS, atol=0.02)
     assert np.all(samples.std(0) < 0.06)
 

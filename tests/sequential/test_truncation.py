@@ -5,7 +5,7 @@ import pytest
 
 from skfalcon import FlowPosteriorEstimator, SequentialInference
 from skfalcon.priors import FactorizedPrior
-from skfalcon.sequential.strategies import PrincipalBox, SampleCover, TruncatedStrategy
+from skfalcon.sequential.strategies import PrincipalBox, TruncatedStrategy
 
 PRIOR = [("uniform", -1.0, 1.0), ("uniform", -1.0, 1.0)]
 
@@ -28,35 +28,6 @@ def test_a_principal_box_follows_the_samples_axes():
     draws = box.sample(20000, rng)
     assert box.contains(draws).all()
     np.testing.assert_allclose(draws.mean(0), box.center, atol=0.02)
-
-
-def two_modes(n, rng, d=2):
-    """Rows around (0.5, 0, ...) and (-0.5, 0, ...), sd 0.05: a box between them is empty."""
-    u = 0.05 * rng.standard_normal((n, d))
-    u[:, 0] += np.where(np.arange(n) % 3 == 0, 0.5, -0.5)
-    return u
-
-
-def test_a_sample_cover_holds_fresh_samples_and_not_the_gap_between_modes():
-    rng = np.random.default_rng(3)
-    cover = SampleCover.around(two_modes(4000, rng), np.eye(2), tail=1e-3, margin=0.0)
-    assert cover.contains(two_modes(20000, rng)).mean() > 0.995
-    assert not cover.contains(np.zeros((1, 2)))[0]
-    # Its cubes hold both modes and little else: a few percent of the modes' bounding box.
-    assert cover.volume < 50 * (1.0 + 8 * 0.05) * (8 * 0.05)
-
-
-def test_sample_cover_draws_are_uniform_on_the_union():
-    rng = np.random.default_rng(4)
-    # Two overlapping squares of half-width 1: their union is a rectangle of 3 by 2.
-    cover = SampleCover(np.array([[0.0, 0.0], [1.0, 0.0]]), np.eye(2), half_width=1.0)
-    draws = cover.propose(200000, rng)
-    # The overlap [0, 1] x [-1, 1] holds 1/3 of the union's area, not half of the draws.
-    overlap = (draws[:, 0] >= 0) & (draws[:, 0] <= 1)
-    assert overlap.mean() == pytest.approx(1 / 3, abs=0.01)
-    np.testing.assert_allclose(draws.mean(0), [0.5, 0.0], atol=0.01)
-    # Candidates kept: area of the union over the squares' summed area, 6 / 8.
-    assert len(draws) / 200000 == pytest.approx(0.75, abs=0.01)
 
 
 def region_strategy(shapes=()):
