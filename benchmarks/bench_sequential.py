@@ -104,8 +104,9 @@ def run_skfalcon(
     }
 
 
-def run_sbi(variant, task, x_obs, budget, n_samples, seed, n_rounds):
-    """sbi's NPE-C (multi-round, atomic loss) or truncated sequential NPE."""
+def run_sbi(variant, task, x_obs, budget, n_samples, seed, n_rounds, restricted_sampler):
+    """sbi's NPE-C (multi-round, atomic loss) or truncated sequential NPE, whose restricted
+    prior draws by ``restricted_sampler`` ("rejection" or "sir")."""
     from sbi.inference import NPE
     from sbi.utils import RestrictedPrior, get_density_thresholder
 
@@ -126,7 +127,7 @@ def run_sbi(variant, task, x_obs, budget, n_samples, seed, n_rounds):
             inference.append_simulations(theta, x).train(force_first_round_loss=True)
             posterior = inference.build_posterior().set_default_x(x_o)
             threshold = get_density_thresholder(posterior, quantile=1e-4)
-            proposal = RestrictedPrior(prior, threshold, sample_with="rejection")
+            proposal = RestrictedPrior(prior, threshold, sample_with=restricted_sampler)
     posterior = inference.build_posterior().set_default_x(x_o)
     samples = posterior.sample((n_samples,), show_progress_bars=False)
     return samples.numpy().astype(np.float64), {"rounds": n_rounds}
@@ -139,7 +140,9 @@ def run_method(method, task, x_obs, budget, n_samples, seed, args):
         return run_skfalcon(
             strategy, task, x_obs, budget, n_samples, seed, args.estimator_params, loop_params
         )
-    return run_sbi(method, task, x_obs, budget, n_samples, seed, args.sbi_rounds)
+    return run_sbi(
+        method, task, x_obs, budget, n_samples, seed, args.sbi_rounds, args.sbi_restricted_sampler
+    )
 
 
 # --------------------------------------------------------------------- main
@@ -169,6 +172,13 @@ def parse_args(argv=None):
     parser.add_argument("--n-observations", type=int, default=1)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--sbi-rounds", type=int, default=4, help="rounds of the sbi methods")
+    parser.add_argument(
+        "--sbi-restricted-sampler",
+        choices=("rejection", "sir"),
+        default="rejection",
+        help="how sbi's truncated NPE draws from its restricted prior; rejection from the "
+        "prior stalls where the posterior is narrow in many dimensions",
+    )
     add_estimator_params_argument(parser)
     parser.add_argument(
         "--sequential-params",
