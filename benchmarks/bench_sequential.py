@@ -5,11 +5,11 @@ learns the posterior of that observation; its samples are compared with exact
 reference samples by C2ST (0.5: indistinguishable from the truth, 1.0: fully
 separable). Methods:
 
-- ``sequential``: ``skfalcon.SequentialInference`` with the standard strategy
-  (continuous resampling) and every knob at its default;
+- ``truncated``: ``skfalcon.SequentialInference`` with every knob at its default, the
+  truncated strategy (rounds from the prior restricted to a region around the current
+  posterior);
+- ``standard``: the same with ``strategy="standard"``, Falcon's continuous resampling;
 - ``round_based``: the same with ``strategy="round_based"``;
-- ``truncated``: the same with ``strategy="truncated"`` (rounds from the prior restricted
-  to a box around the current posterior);
 - ``amortized``: the same estimator fitted once on prior simulations;
 - ``sbi_snpe_c``: sbi's multi-round NPE-C (atomic loss), the budget split into
   ``--sbi-rounds`` equal rounds, each proposing from the last posterior;
@@ -53,8 +53,8 @@ TASKS = {
     "gaussian_linear_narrow": functools.partial(GaussianLinear, noise_var=0.001),
 }
 
-METHODS = ("sequential", "round_based", "truncated", "amortized", "sbi_snpe_c", "sbi_tsnpe")
-DEFAULT_METHODS = ("sequential", "amortized", "sbi_snpe_c")
+METHODS = ("truncated", "standard", "round_based", "amortized", "sbi_snpe_c", "sbi_tsnpe")
+DEFAULT_METHODS = ("truncated", "standard", "amortized", "sbi_snpe_c", "sbi_tsnpe")
 
 
 class TaskSimulator:
@@ -127,15 +127,20 @@ def run_sbi(variant, task, x_obs, budget, n_samples, seed, n_rounds, restricted_
             inference.append_simulations(theta, x).train(force_first_round_loss=True)
             posterior = inference.build_posterior().set_default_x(x_o)
             threshold = get_density_thresholder(posterior, quantile=1e-4)
-            proposal = RestrictedPrior(prior, threshold, sample_with=restricted_sampler)
+            proposal = RestrictedPrior(
+                prior,
+                threshold,
+                posterior=posterior if restricted_sampler == "sir" else None,
+                sample_with=restricted_sampler,
+            )
     posterior = inference.build_posterior().set_default_x(x_o)
     samples = posterior.sample((n_samples,), show_progress_bars=False)
     return samples.numpy().astype(np.float64), {"rounds": n_rounds}
 
 
 def run_method(method, task, x_obs, budget, n_samples, seed, args):
-    if method in ("sequential", "round_based", "truncated", "amortized"):
-        strategy = "standard" if method == "sequential" else method
+    if method in ("standard", "round_based", "truncated", "amortized"):
+        strategy = method
         loop_params = args.sequential_params if method != "amortized" else None
         return run_skfalcon(
             strategy, task, x_obs, budget, n_samples, seed, args.estimator_params, loop_params
@@ -222,22 +227,38 @@ def parse_args(argv=None):
 
 
 def markdown_table(records, budgets):
-    """One row per task and method, one column per budget: median C2ST over observations and seeds."""
+    """One row per task and method, one column per budget: median C2ST over observations
+    and seeds, and each seed's median in brackets when there are several seeds."""
     lines = [
         "| task | method | " + " | ".join(f"{b:,} sims" for b in budgets) + " |",
         "|---|---|" + "---|" * len(budgets),
     ]
-    keys = list(dict.fromkeys((r["task"], r["method"]) for r in records))
+    tasks = list(dict.fromkeys(r["task"] for r in records))
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    order = {m: i for i, m in enumerate(METHODS)}
+    methods.sort(key=lambda m: order.get(m.split("_")[0] if m not in order else m, len(order)))
+    keys = [
+        (task, method)
+        for task in tasks
+        for method in methods
+        if any((r["task"], r["method"]) == (task, method) for r in records)
+    ]
     for task, method in keys:
         cells = []
         for budget in budgets:
-            scores = [
-                s
-                for r in records
-                if (r["task"], r["method"], r["budget"]) == (task, method, budget)
-                for s in r["c2st"]
-            ]
-            cells.append(f"{np.median(scores):.3f}" if scores else "")
+            runs = sorted(
+                (
+                    r
+                    for r in records
+                    if (r["task"], r["method"], r["budget"]) == (task, method, budget)
+                ),
+                key=lambda r: r["seed"],
+            )
+            scores = [s for r in runs for s in r["c2st"]]
+            cell = f"{np.median(scores):.3f}" if scores else ""
+            if len(runs) > 1:
+                cell += " (" + ", ".join(f"{np.median(r['c2st']):.3f}" for r in runs) + ")"
+            cells.append(cell)
         lines.append(f"| {task} | {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
