@@ -54,6 +54,7 @@ def loop(estimator, simulator, **kwargs):
     # Rounds of 200, 100, 100 simulations; one chunk per call unless a test says otherwise,
     # so the calls are: 1 the pilot row, 2 the rest of round 0, 3 round 1, 4 round 2.
     knobs = dict(
+        strategy="standard",
         min_training_samples=200,
         resample_batch_size=100,
         resample_interval=2,

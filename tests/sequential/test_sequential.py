@@ -57,7 +57,9 @@ def estimator(tiny):
 
 
 def loop(estimator, simulator=toy_simulator, **kwargs):
-    knobs = dict(min_training_samples=200, resample_batch_size=100, resample_interval=2)
+    knobs = dict(
+        strategy="standard", min_training_samples=200, resample_batch_size=100, resample_interval=2
+    )
     return SequentialInference(estimator, simulator, random_state=0, **{**knobs, **kwargs})
 
 
@@ -88,8 +90,9 @@ def test_two_round_run_bookkeeping(estimator):
 
 
 def test_default_round_sizes_follow_the_budget(estimator):
-    seq = SequentialInference(estimator, toy_simulator, resample_interval=1, random_state=0)
+    seq = SequentialInference(estimator, toy_simulator, random_state=0)
     seq.run(X_OBS, 803)
+    assert seq.strategy == "truncated" and seq.truncation_box_.shape == (2, 2)
     # A quarter first, then batches of an eighth; the remainder goes last.
     assert [r["n_simulations"] for r in seq.history_] == [200] + [100] * 6 + [3]
 
@@ -137,6 +140,7 @@ def test_two_moons_run_focuses_simulations(tiny):
     seq = SequentialInference(
         est,
         task.simulate,
+        strategy="standard",
         min_training_samples=300,
         resample_batch_size=150,
         resample_interval=3,

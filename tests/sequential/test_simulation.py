@@ -256,6 +256,7 @@ def test_a_sequential_run_starts_one_pool_for_all_its_rounds():
     loop = SequentialInference(
         estimator,
         noisy_rng,
+        strategy="standard",
         min_training_samples=100,
         resample_batch_size=50,
         resample_interval=1,

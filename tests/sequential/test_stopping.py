@@ -24,7 +24,9 @@ def estimator(tiny):
 
 
 def loop(estimator, **kwargs):
-    knobs = dict(min_training_samples=200, resample_batch_size=100, resample_interval=2)
+    knobs = dict(
+        strategy="standard", min_training_samples=200, resample_batch_size=100, resample_interval=2
+    )
     return SequentialInference(estimator, simulator, random_state=0, **{**knobs, **kwargs})
 
 
@@ -120,6 +122,7 @@ def test_an_interrupted_run_says_so(estimator):
         seq = SequentialInference(
             estimator,
             interrupting,
+            strategy="standard",
             min_training_samples=200,
             resample_batch_size=100,
             random_state=0,
