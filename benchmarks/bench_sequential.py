@@ -140,6 +140,7 @@ def run_skfalcon(
         "stop_reason": loop.stop_reason_,
         "posterior_movement": [round(r["posterior_movement"], 4) for r in loop.history_[1:]],
         "truncation_volume": last["truncation_volume"],
+        "outside_region": last["outside_region"],
     }
 
 
