@@ -180,11 +180,12 @@ class SequentialInference(BaseEstimator):
         simulations, one fit; ``"round_based"``: ``n_rounds`` rounds of full renewal of
         the data, discarding implausible rows (the estimator's ``discard_log_ratio``, -20
         when it sets none). ``"truncated"`` is the default: with 2,000 simulations it read
-        a lower C2ST than ``"standard"`` and than amortized training on two moons, the
-        Gaussian mixture, the Bernoulli GLM and a narrow 10-D Gaussian, and was within
-        0.01 of ``"standard"`` on SLCP (``benchmarks/RESULTS.md``). The ratio of two
-        learned flows that ``"standard"`` relies on is noisy where the posterior is
-        narrow against the prior in several dimensions.
+        a lower C2ST than amortized training on all five sequential benchmark tasks,
+        lower than ``"standard"`` on two moons, the Gaussian mixture and a narrow 10-D
+        Gaussian, and within 0.005 of it on SLCP and the Bernoulli GLM
+        (``benchmarks/RESULTS.md``). The ratio of two learned flows that ``"standard"``
+        relies on is noisy where the posterior is narrow against the prior in several
+        dimensions.
     min_training_samples : int, default=None
         ``"standard"`` and ``"truncated"``: prior simulations run before training
         starts. ``None``: a quarter of the budget given to :meth:`run` (500 for 2,000
