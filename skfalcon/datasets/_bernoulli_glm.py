@@ -44,7 +44,12 @@ class BernoulliGLM(_SimulationTask):
     of the correlated prior: the estimator uses them as its coordinate map. Train on
     :meth:`sample_prior` draws (correlated): the posterior learned from them is that of
     the correlated prior. Anything that draws from the spec list itself draws from the
-    product of the marginals, a different (wider) prior.
+    product of the marginals, a different (wider) prior: so do
+    :meth:`~skfalcon.FlowPosteriorEstimator.sample_proposal` before a fit and
+    :class:`~skfalcon.SequentialInference`. For those, work in the whitened coordinates
+    :math:`z = L^{-1}\theta` with :math:`L L^T = \Sigma` (``prior_cov``), whose prior
+    :math:`\mathcal{N}(0, I)` is factorized, simulating :math:`\theta = L z`
+    (``benchmarks/bench_sequential.py`` does so).
 
     **Reference posterior.** Affine-invariant ensemble MCMC (``emcee``, 256 walkers
     started from the Laplace approximation at the MAP, 1,500 burn-in steps, thinned by
