@@ -197,7 +197,7 @@ class TruncatedStrategy(Strategy):
 
     name = "truncated"
 
-    def __init__(self, min_training_samples=None, resample_batch_size=None, truncation_margin=0.25):
+    def __init__(self, min_training_samples=None, resample_batch_size=None, truncation_margin=0.0):
         self.min_training_samples = min_training_samples
         self.resample_batch_size = resample_batch_size
         self.truncation_margin = truncation_margin
