@@ -109,16 +109,14 @@ def sbi_prior(task):
         _, low, high = task.prior[0]
         d = task.n_parameters
         return BoxUniform(low=low * torch.ones(d), high=high * torch.ones(d))
-    if isinstance(task, GaussianLinear):
-        return torch.distributions.MultivariateNormal(
-            loc=torch.zeros(task.n_dims),
-            covariance_matrix=task.prior_var * torch.eye(task.n_dims),
-        )
     if isinstance(task, BernoulliGLM):  # the joint, correlated prior, not its marginals
         return torch.distributions.MultivariateNormal(
             loc=torch.zeros(task.n_parameters),
             covariance_matrix=torch.as_tensor(task.prior_cov, dtype=torch.float32),
         )
+    if all(kind == "normal" for kind, *_ in task.prior):  # independent normals
+        loc, scale = torch.tensor([spec[1:] for spec in task.prior], dtype=torch.float32).T
+        return torch.distributions.MultivariateNormal(loc, torch.diag(scale**2))
     raise ValueError(f"no sbi prior for task {task!r}")
 
 
@@ -347,8 +345,9 @@ def markdown_table(rows, n_samples):
     return "\n".join(lines)
 
 
-def merge(paths):
-    """The table of several earlier ``--out`` files, one row per task and method."""
+def load_runs(paths):
+    """The runs of several earlier ``--out`` files and their common sample count; exits
+    when the files were run with different ``--n-samples``."""
     records, n_samples = [], set()
     for path in paths:
         with open(path) as stream:
@@ -357,7 +356,13 @@ def merge(paths):
         n_samples.add(result["arguments"]["n_samples"])
     if len(n_samples) != 1:
         sys.exit(f"the files were run with different --n-samples: {sorted(n_samples)}")
-    print(markdown_table(summarize(records), n_samples.pop()))
+    return records, n_samples.pop()
+
+
+def merge(paths):
+    """The table of several earlier ``--out`` files, one row per task and method."""
+    records, n_samples = load_runs(paths)
+    print(markdown_table(summarize(records), n_samples))
 
 
 def main(argv=None):

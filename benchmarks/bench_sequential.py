@@ -36,6 +36,7 @@ from bench_accuracy import (
     add_estimator_params_argument,
     environment,
     import_optimizer_machinery,
+    load_runs,
     log,
     n_cores,
     sbi_prior,
@@ -152,13 +153,7 @@ def run_sbi(variant, task, x_obs, budget, n_samples, seed, n_rounds, restricted_
 
     torch.manual_seed(seed)  # sbi draws from torch's global generator
     simulator = TaskSimulator(task, [seed, 2])
-    prior = (
-        torch.distributions.MultivariateNormal(
-            torch.zeros(task.n_parameters), torch.eye(task.n_parameters)
-        )
-        if isinstance(task, WhitenedBernoulliGLM)
-        else sbi_prior(task)
-    )
+    prior = sbi_prior(task)
     x_o = torch.as_tensor(x_obs, dtype=torch.float32)
     inference = NPE(prior=prior, density_estimator="nsf", show_progress_bars=False)
     proposal = prior
@@ -280,9 +275,7 @@ def markdown_table(records, budgets):
         "|---|---|" + "---|" * len(budgets),
     ]
     tasks = list(dict.fromkeys(r["task"] for r in records))
-    methods = list(dict.fromkeys(r["method"] for r in records))
-    order = {m: i for i, m in enumerate(METHODS)}
-    methods.sort(key=lambda m: order.get(m.split("_")[0] if m not in order else m, len(order)))
+    methods = sorted(dict.fromkeys(r["method"] for r in records), key=method_rank)
     keys = [
         (task, method)
         for task in tasks
@@ -311,15 +304,16 @@ def markdown_table(records, budgets):
 
 def merge(paths):
     """The table of several earlier ``--out`` files: medians over their seeds."""
-    records, n_samples = [], set()
-    for path in paths:
-        with open(path) as stream:
-            result = json.load(stream)
-        records.extend(result["runs"])
-        n_samples.add(result["arguments"]["n_samples"])
-    if len(n_samples) != 1:
-        sys.exit(f"the files were run with different --n-samples: {sorted(n_samples)}")
+    records, _ = load_runs(paths)
     print(markdown_table(records, sorted({r["budget"] for r in records})))
+
+
+def method_rank(name):
+    """The place of a record's method, labelled or not, in the order of ``METHODS``."""
+    return next(
+        (i for i, m in enumerate(METHODS) if name == m or name.startswith(f"{m}_")),
+        len(METHODS),
+    )
 
 
 def method_name(method, label):

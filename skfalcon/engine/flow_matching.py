@@ -295,7 +295,9 @@ class FlowMatchingFlow(zuko.flows.Flow):
         ):
             raise ValueError(f"time_power must be a number >= 1; got {time_power!r}")
         if len(hidden_features) == 0:
-            raise ValueError("hidden_features must hold at least one width; got ()")
+            raise ValueError(
+                f"hidden_features must hold at least one width; got {tuple(hidden_features)!r}"
+            )
         transform = _VectorField(
             features,
             context,

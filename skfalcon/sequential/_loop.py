@@ -182,9 +182,9 @@ class SequentialInference(BaseEstimator):
         when it sets none). ``"truncated"`` is the default: with 2,000 simulations it read
         a lower C2ST than amortized training on all five sequential benchmark tasks,
         lower than ``"standard"`` on two moons, the Gaussian mixture, the Bernoulli GLM
-        and a narrow 10-D Gaussian, and tied it on SLCP (``benchmarks/RESULTS.md``). The ratio of two learned flows that ``"standard"``
-        relies on is noisy where the posterior is narrow against the prior in several
-        dimensions.
+        and a narrow 10-D Gaussian, and tied it on SLCP (``benchmarks/RESULTS.md``). The
+        ratio of two learned flows that ``"standard"`` relies on is noisy where the
+        posterior is narrow against the prior in several dimensions.
     min_training_samples : int, default=None
         ``"standard"`` and ``"truncated"``: prior simulations run before training
         starts. ``None``: a quarter of the budget given to :meth:`run` (500 for 2,000

@@ -206,7 +206,7 @@ class TruncatedStrategy(Strategy):
         # but never simulated or trained, must not be reported as the run's.
         self.trained_box: tuple[np.ndarray, np.ndarray] | None = None
         # The principal-axes boxes of the rounds so far: the region is box ∩ all of them.
-        self.shapes: list = []
+        self.principal_boxes: list[PrincipalBox] = []
         self.volume = 1.0  # the region's share of the cube (estimated by rejection)
         self.trained_volume = 1.0
         self.prior = None
@@ -234,30 +234,27 @@ class TruncatedStrategy(Strategy):
         principal = PrincipalBox.around(
             prior.theta_to_u(posterior)[0], _TRUNCATION_TAIL, self.truncation_margin
         )
-        u = self._draw_region(n, [principal], rng)
+        u = self._draw_region(n, principal, rng)
         return prior.complete(u, rng), None
 
-    def _draw_region(self, n: int, new_shapes: list, rng) -> np.ndarray:
-        """``n`` uniform draws from the region: the box ∩ the shapes of the earlier rounds ∩
-        ``new_shapes``, by rejection from the candidates of the shape of least volume.
-        ``new_shapes`` are left out when too few candidates fall in the region."""
+    def _draw_region(self, n: int, principal: PrincipalBox, rng) -> np.ndarray:
+        """``n`` uniform draws from the region: the box ∩ the principal boxes of the earlier
+        rounds ∩ ``principal``, by rejection from the candidates of the box of least
+        (non-zero) volume. ``principal`` is left out when too few candidates fall in the region."""
         box = PrincipalBox.aligned(*self.box)
 
-        def pilot(shapes):
-            generator = min(shapes, key=lambda shape: shape.volume)
+        def pilot(boxes):
+            # A box of no volume draws a degenerate set; as a test it keeps too little.
+            generator = min((b for b in boxes if b.volume > 0), key=lambda b: b.volume)
             u = generator.sample(_REJECTION_BATCH, rng)
-            keep = np.ones(len(u), dtype=bool)
-            for shape in shapes:
-                if shape is not generator:
-                    keep[keep] = shape.contains(u[keep])
-            return u[keep], generator
+            return u[_inside(u, [b for b in boxes if b is not generator])], generator
 
-        shapes = [box, *self.shapes, *new_shapes]
-        accepted, generator = pilot(shapes)
+        boxes = [box, *self.principal_boxes, principal]
+        accepted, generator = pilot(boxes)
         if len(accepted) < _MIN_ACCEPTANCE * _REJECTION_BATCH:
-            # Degenerate or disjoint from the earlier region: this round without them.
-            shapes = [box, *self.shapes]
-            accepted, generator = pilot(shapes)
+            # Degenerate or disjoint from the earlier region: this round without it.
+            boxes = boxes[:-1]
+            accepted, generator = pilot(boxes)
         if not len(accepted):
             raise RuntimeError(
                 f"the truncation region holds none of {_REJECTION_BATCH} candidates: the "
@@ -265,13 +262,13 @@ class TruncatedStrategy(Strategy):
             )
         accepted, n_drawn = [accepted], _REJECTION_BATCH
         while sum(map(len, accepted)) < n:
-            accepted.append(pilot(shapes)[0])
+            accepted.append(pilot(boxes)[0])
             n_drawn += _REJECTION_BATCH
-        self.shapes = shapes[1:]
-        # Shares of the cube: the generator's volume times the share of its candidates kept.
-        cube_low, cube_high = self.prior.cube_box()
-        cube_volume = float(np.prod(cube_high - cube_low))
-        self.volume = generator.volume / cube_volume * sum(map(len, accepted)) / n_drawn
+        self.principal_boxes = boxes[1:]
+        # Shares of the cube: the generator's (the box's, scaled by their volumes) times
+        # the share of its candidates kept.
+        share = self.prior.box_volume(*self.box) * generator.volume / box.volume
+        self.volume = share * sum(map(len, accepted)) / n_drawn
         u = np.concatenate(accepted)
         return u[rng.permutation(len(u))[:n]]
 
@@ -281,11 +278,7 @@ class TruncatedStrategy(Strategy):
 
     def contains(self, u: np.ndarray) -> np.ndarray:
         """Whether rows of u lie in the last region (the whole cube before truncation)."""
-        low, high = self.current_box()
-        keep = np.all((low <= u) & (u <= high), axis=-1)
-        for shape in self.shapes:
-            keep[keep] = shape.contains(u[keep])
-        return keep
+        return _inside(u, [PrincipalBox.aligned(*self.current_box()), *self.principal_boxes])
 
     def record(self, estimator, theta: np.ndarray | None) -> dict:
         """Called once a round is trained: its box becomes :attr:`trained_box`, and the
@@ -297,6 +290,14 @@ class TruncatedStrategy(Strategy):
         if theta is not None:
             outside = 1.0 - float(self.contains(self.prior.theta_to_u(theta)[0]).mean())
         return {"truncation_volume": self.trained_volume, "outside_region": outside}
+
+
+def _inside(u: np.ndarray, boxes: list[PrincipalBox]) -> np.ndarray:
+    """Whether rows of u lie in every one of ``boxes``; each tests only the rows left."""
+    keep = np.ones(len(u), dtype=bool)
+    for box in boxes:
+        keep[keep] = box.contains(u[keep])
+    return keep
 
 
 #: Strategy names and the knobs of :class:`~skfalcon.SequentialInference` each takes.

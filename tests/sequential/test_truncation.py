@@ -30,12 +30,12 @@ def test_a_principal_box_follows_the_samples_axes():
     np.testing.assert_allclose(draws.mean(0), box.center, atol=0.02)
 
 
-def region_strategy(shapes=()):
+def region_strategy(principal_boxes=()):
     strategy = TruncatedStrategy()
     strategy.prior = FactorizedPrior(PRIOR)
     low, high = strategy.prior.cube_box()
     strategy.box = (low * 0.5, high * 0.5)
-    strategy.shapes = list(shapes)
+    strategy.principal_boxes = list(principal_boxes)
     return strategy
 
 
@@ -44,20 +44,20 @@ def test_region_draws_are_uniform_on_the_intersection_and_its_volume_is_estimate
     strategy = region_strategy()
     cube = strategy.prior.cube_box()[1][0]
     principal = PrincipalBox(np.zeros(2), np.eye(2), np.array([0.0, -cube]), np.full(2, cube))
-    u = strategy._draw_region(40000, [principal], rng)
+    u = strategy._draw_region(40000, principal, rng)
     # The box is [-b/2, b/2]^2; the principal box keeps its half with u_0 >= 0.
     assert np.all(u[:, 0] >= 0) and np.all(np.abs(u) <= cube / 2)
     np.testing.assert_allclose(u.mean(0), [cube / 4, 0.0], atol=0.01 * cube)
     assert strategy.volume == pytest.approx(1 / 8, rel=0.03)
-    assert strategy.shapes == [principal]
+    assert strategy.principal_boxes == [principal]
 
 
 def test_a_principal_box_that_would_keep_almost_nothing_is_left_out():
     rng = np.random.default_rng(2)
     strategy = region_strategy()
     sliver = PrincipalBox(np.zeros(2), np.eye(2), np.full(2, 10.0), np.full(2, 10.0 + 1e-9))
-    u = strategy._draw_region(1000, [sliver], rng)
-    assert strategy.shapes == []
+    u = strategy._draw_region(1000, sliver, rng)
+    assert strategy.principal_boxes == []
     assert u.shape == (1000, 2) and strategy.volume == pytest.approx(0.25, rel=0.03)
 
 
