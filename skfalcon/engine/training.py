@@ -4,14 +4,17 @@ Minimises :meth:`DualFlowPosterior.losses` summed over minibatches of the traini
 of a :class:`~skfalcon.engine.store.SampleStore`, drawn without replacement each epoch;
 the marginal flow's loss is taken over the rows its :class:`MarginalPolicy` selects. After every epoch the mean validation loss drives
 ``ReduceLROnPlateau`` and early stopping; the weights (and normalisation buffers) of the
-best validation epoch are kept and, with ``use_best_models``, restored at the end. The
+best validation epoch are kept and, with ``use_best_models``, restored at the end.
+Training stops after ``early_stop_patience`` epochs without improvement, or as soon as
+:func:`diagnose_overfitting` finds the curve overfitting: a validation loss that has
+risen well above its best while the training loss fell is no plateau that patience could
+wait out, and the best epoch is then ten or more epochs behind. The
 loop syncs with the host once per epoch, not per step. A step whose loss or gradient is
 not finite contributes no gradient (zeroed on the device and counted); an epoch in which every
 step was non-finite raises :class:`TrainingDivergedError`.
 
-At the end, :func:`diagnose_overfitting` reads the fit's curve: every record of the fit
-gets ``"overfitting"``, true when the validation loss rose well above its best value for
-many epochs while the training loss kept falling.
+At the end every record of the fit gets ``"overfitting"``, :func:`diagnose_overfitting`'s
+finding on the whole curve.
 """
 
 import copy
@@ -89,12 +92,15 @@ class TrainingConfig:
 class TrainingResult:
     """What :func:`train` returns: one history record per epoch and how it ended.
 
-    ``overfitting`` is :func:`diagnose_overfitting`'s finding, ``None`` when there is none.
+    ``overfitting`` is :func:`diagnose_overfitting`'s finding, ``None`` when there is none;
+    ``stopped_on_overfitting`` says that it ended training (``stopped_early`` is then true
+    too).
     """
 
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     stopped_early: bool = False
+    stopped_on_overfitting: bool = False
     interrupted: bool = False
     n_skipped_steps: int = 0
     overfitting: dict | None = None
@@ -351,6 +357,9 @@ def train(
             scheduler.step(monitored)
             if epochs_without_improvement > config.early_stop_patience:
                 result.stopped_early = True
+                break
+            if len(val_rows) and diagnose_overfitting(result.history, result.best_epoch):
+                result.stopped_early = result.stopped_on_overfitting = True
                 break
     except KeyboardInterrupt:
         result.interrupted = True

@@ -163,8 +163,9 @@ class FlowPosteriorEstimator(BaseEstimator):
         Epochs without improvement before the learning rate decays.
     early_stop_patience : int, default=20
         Epochs without improvement before training stops. Slowly converging posteriors
-        (the Gaussian mixture's, two moons') gain from the longer wait; fits that
-        overfit early restore the same best epoch either way.
+        (the Gaussian mixture's, two moons') gain from the longer wait. Training also
+        stops, whatever the patience, once the validation loss has clearly risen for ten
+        epochs while the training loss fell (overfitting; see ``history_``).
     validation_fraction : float, default=0.1
         Fraction of simulations held out for early stopping and model selection.
     use_best_models : bool, default=True

@@ -120,7 +120,11 @@ def report_fit(result: TrainingResult, max_epochs: int, n_stored: int, marginal)
     ending = (
         "interrupted"
         if result.interrupted
-        else ("stopped early" if result.stopped_early else "max_epochs reached")
+        else (
+            "stopped on overfitting"
+            if result.stopped_on_overfitting
+            else ("stopped early" if result.stopped_early else "max_epochs reached")
+        )
     )
     share = "" if marginal.prior_fraction is None else f" ({marginal.prior_fraction:.2f})"
     logger.info(
@@ -146,9 +150,8 @@ def _warn_overfitting(diagnosis: dict) -> None:
         f"rose by {diagnosis['val_rise']:.3f} ({diagnosis['val_rise'] / diagnosis['noise']:.0f} "
         f"times its epoch-to-epoch noise) while the training loss fell by "
         f"{diagnosis['train_fall']:.3f}. The best epoch's weights are used when "
-        "use_best_models=True; more simulations, a smaller network, weight_decay or a "
-        "lower early_stop_patience generalize better. history_ marks the fit with "
-        "'overfitting': True.",
+        "use_best_models=True; more simulations, a smaller network or weight_decay "
+        "generalize better. history_ marks the fit with 'overfitting': True.",
         UserWarning,
         stacklevel=5,
     )

@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 
 from skfalcon import FlowPosteriorEstimator
 from skfalcon.engine.training import diagnose_overfitting
@@ -49,9 +50,17 @@ def test_an_overfitted_fit_warns_and_marks_history_and_a_normal_one_does_not(moo
         validation_fraction=0.4,
         **settings,
     )
-    with pytest.warns(UserWarning, match=r"The networks overfit the training simulations"):
-        overfit.fit(theta[:40], x[:40])
-    assert all(record["overfitting"] for record in overfit.history_)
+    with warnings.catch_warnings():
+        # Training stops on the overfitting, long before max_epochs and the patience.
+        warnings.filterwarnings("error", category=ConvergenceWarning)
+        with pytest.warns(UserWarning, match=r"The networks overfit the training simulations"):
+            overfit.fit(theta[:40], x[:40])
+    history = overfit.history_
+    assert all(record["overfitting"] for record in history)
+    assert len(history) < 60
+    # ... at the first epoch whose curve shows it.
+    assert diagnose_overfitting(history[:-1], overfit.best_epoch_) is None
+    assert diagnose_overfitting(history, overfit.best_epoch_) is not None
     normal = FlowPosteriorEstimator(
         prior=task.prior, hidden_features=(16,), batch_size=64, max_epochs=15, **settings
     )
