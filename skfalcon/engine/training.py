@@ -2,9 +2,13 @@ r"""Training loop: AdamW, plateau learning-rate decay, early stopping, best weig
 
 Minimises :meth:`DualFlowPosterior.losses` summed over minibatches of the training rows
 of a :class:`~skfalcon.engine.store.SampleStore`, drawn without replacement each epoch;
-the marginal flow's loss is taken over the rows its :class:`MarginalPolicy` selects. After every epoch the mean validation loss drives
-``ReduceLROnPlateau`` and early stopping; the weights (and normalisation buffers) of the
-best validation epoch are kept and, with ``use_best_models``, restored at the end.
+the marginal flow's loss is taken over the rows its :class:`MarginalPolicy` selects.
+With ``ema_epochs`` :math:`> 0` an exponential moving average of the weights follows the
+optimizer's (:func:`_weight_average`), and it is the average that is validated, kept and
+restored: it smooths the minibatch noise out of the weights, which a snapshot keeps. After
+every epoch the mean validation loss drives ``ReduceLROnPlateau`` and early stopping; the
+weights (and normalisation buffers) of the best validation epoch are kept and, with
+``use_best_models``, restored at the end (without it, the last ones are).
 Training stops after ``early_stop_patience`` epochs without improvement, or as soon as
 :func:`diagnose_overfitting` finds the curve overfitting: a validation loss that has
 risen well above its best while the training loss fell is no plateau that patience could
@@ -75,6 +79,9 @@ class TrainingConfig:
         Restore the weights of the best validation epoch at the end.
     max_cache_samples : int or None
         Use at most this many training rows per epoch (a fresh random subset each epoch).
+    ema_epochs : float
+        Time constant, in epochs, of the exponential moving average of the weights that is
+        validated, kept and restored (see :func:`train`); 0 uses the weights themselves.
     """
 
     batch_size: int = 512
@@ -86,6 +93,7 @@ class TrainingConfig:
     early_stop_patience: int = 10
     use_best_models: bool = True
     max_cache_samples: int | None = None
+    ema_epochs: float = 0.0
 
 
 @dataclass
@@ -152,7 +160,7 @@ def _mean_losses(model: DualFlowPosterior, data: _Rows, device) -> Tensor:
     return total / counts.clamp_min(1)
 
 
-def _epoch(model, optimizer, parameters, data: _Rows, batch_size: int, device):
+def _epoch(model, optimizer, parameters, data: _Rows, batch_size: int, device, average=None):
     """One pass over ``data`` in random minibatches; mean losses ``(2,)`` and skipped steps.
 
     A step whose loss or gradient is not finite contributes no gradient: its gradients are
@@ -181,6 +189,8 @@ def _epoch(model, optimizer, parameters, data: _Rows, batch_size: int, device):
             for g in grads:
                 g.zero_()
         optimizer.step()
+        if average is not None:
+            average.update_parameters(model)
         losses = torch.where(finite, losses.detach(), torch.zeros_like(losses))
         weight = _row_counts(len(batch), batch.marginal, device)
         loss_sum += losses * weight
@@ -283,6 +293,26 @@ def _finite(value: float) -> bool:
     return value == value and abs(value) != float("inf")
 
 
+def _weight_average(model, config: TrainingConfig, n_rows: int):
+    r"""The exponential moving average of ``model``'s weights that :func:`train` validates,
+    or ``None`` without one (``ema_epochs=0``).
+
+    After every step :math:`\bar w \leftarrow \beta \bar w + (1 - \beta) w`, with
+    :math:`\beta = \exp(-1 / (\tau S))` for a time constant of :math:`\tau` epochs of
+    :math:`S` steps, so that the average spans the same share of training whatever the
+    number of rows and the batch size.
+    """
+    if config.ema_epochs <= 0:
+        return None
+    if config.max_cache_samples is not None:
+        n_rows = min(n_rows, config.max_cache_samples)
+    steps_per_epoch = max(1, math.ceil(n_rows / config.batch_size))
+    decay = math.exp(-1.0 / (config.ema_epochs * steps_per_epoch))
+    return torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay)
+    )
+
+
 def train(
     model: DualFlowPosterior,
     store: SampleStore,
@@ -308,6 +338,8 @@ def train(
         optimizer, mode="min", factor=config.lr_decay_factor, patience=config.lr_patience
     )
     train_rows, val_rows, subsample = _splits(model, store, config, device)
+    average = _weight_average(model, config, len(train_rows))
+    evaluated = model if average is None else average.module
     result = TrainingResult(best_epoch=epoch_offset)
     best_loss, best_state = float("inf"), copy.deepcopy(model.state_dict())
     epochs_without_improvement = 0
@@ -321,8 +353,12 @@ def train(
                     torch.randperm(len(train_rows))[: config.max_cache_samples], device
                 )
             train_losses, n_skipped, n_steps = _epoch(
-                model, optimizer, parameters, data, config.batch_size, device
+                model, optimizer, parameters, data, config.batch_size, device, average
             )
+            if average is not None:
+                # The normalisations' statistics are the model's own, not averaged.
+                for kept, current in zip(evaluated.buffers(), model.buffers(), strict=True):
+                    kept.copy_(current)
             result.n_skipped_steps += n_skipped
             if n_skipped == n_steps:
                 raise TrainingDivergedError(
@@ -330,15 +366,16 @@ def train(
                     "non-finite loss"
                 )
             model.eval()
+            evaluated.eval()
             if len(val_rows):
                 with torch.no_grad():
-                    val_losses = _mean_losses(model, val_rows, device).tolist()
+                    val_losses = _mean_losses(evaluated, val_rows, device).tolist()
                 monitored = sum(val_losses)
             else:
                 val_losses, monitored = [float("nan")] * 2, sum(train_losses)
             if monitored < best_loss:
                 best_loss, result.best_epoch = monitored, epoch
-                best_state = copy.deepcopy(model.state_dict())
+                best_state = copy.deepcopy(evaluated.state_dict())
                 epochs_without_improvement = 0
             else:
                 epochs_without_improvement += 1
@@ -366,6 +403,8 @@ def train(
     finally:
         if config.use_best_models:
             model.load_state_dict(best_state)
+        elif average is not None:
+            model.load_state_dict(evaluated.state_dict())
         model.eval()
     result.overfitting = diagnose_overfitting(result.history, result.best_epoch)
     for record in result.history:

@@ -157,6 +157,11 @@ class FlowPosteriorEstimator(BaseEstimator):
         AdamW learning rate.
     weight_decay : float, default=0.0
         AdamW decoupled weight decay.
+    ema_epochs : float, default=0.0
+        Time constant, in epochs, of an exponential moving average of the weights that
+        follows the optimizer's; the average is what validation scores, early stopping
+        keeps and inference uses. It smooths the minibatch noise out of the weights,
+        which a snapshot of the optimizer's keeps. 0 uses the optimizer's weights.
     lr_decay_factor : float, default=0.5
         Factor of the learning rate when the validation loss plateaus.
     lr_patience : int, default=10
@@ -314,6 +319,7 @@ class FlowPosteriorEstimator(BaseEstimator):
         norm_momentum=0.01,
         lr=2e-3,
         weight_decay=0.0,
+        ema_epochs=0.0,
         lr_decay_factor=0.5,
         lr_patience=10,
         early_stop_patience=20,
@@ -349,6 +355,7 @@ class FlowPosteriorEstimator(BaseEstimator):
         self.norm_momentum = norm_momentum
         self.lr = lr
         self.weight_decay = weight_decay
+        self.ema_epochs = ema_epochs
         self.lr_decay_factor = lr_decay_factor
         self.lr_patience = lr_patience
         self.early_stop_patience = early_stop_patience

@@ -85,6 +85,7 @@ class FlowPosteriorParams(BaseModel):
     norm_momentum: Annotated[float, Field(gt=0.0, le=1.0)] = 0.01
     lr: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 2e-3
     weight_decay: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.0
+    ema_epochs: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.0
     lr_decay_factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
     lr_patience: Annotated[int, Field(ge=0)] = 10
     early_stop_patience: Annotated[int, Field(ge=0)] = 20

@@ -1,5 +1,7 @@
 """The training loop: best weights, history, early stopping, learning-rate decay."""
 
+import math
+
 import pytest
 import torch
 
@@ -74,3 +76,61 @@ def test_train_early_stops_and_decays_learning_rate():
     result = train(model, _split_store(u, x, u[:50], x[:50] + 100.0), config, torch.device("cpu"))
     assert result.stopped_early and len(result.history) < 200
     assert result.history[-1]["lr"] < 1e-2
+
+
+def test_weight_average_is_the_exponential_moving_average_of_the_optimizer_steps():
+    g = torch.Generator().manual_seed(2)
+    u, x = _toy_data(100, g)
+    store = _split_store(u, x, u[:40], x[:40])
+    # One step per epoch (the batch holds every row), no decay and no stop: both runs take
+    # the same optimizer steps, whatever their validation losses.
+    settings = dict(
+        batch_size=1000,
+        max_epochs=6,
+        lr=1e-2,
+        lr_patience=100,
+        early_stop_patience=100,
+        use_best_models=False,
+    )
+    weights = []
+
+    def run(ema_epochs, record=False):
+        torch.manual_seed(0)
+        model = DualFlowPosterior(1, RunningNorm(1), 1, num_transforms=1, hidden_features=(4,))
+        callback = (
+            (
+                lambda _: weights.append(
+                    torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone()
+                )
+            )
+            if record
+            else None
+        )
+        config = TrainingConfig(ema_epochs=ema_epochs, **settings)
+        result = train(model, store, config, torch.device("cpu"), on_epoch_end=callback)
+        return model, result
+
+    run(0.0, record=True)
+    averaged, result = run(2.0)
+    beta = math.exp(-1 / 2.0)
+    expected = weights[0]
+    for w in weights[1:]:
+        expected = beta * expected + (1 - beta) * w
+    got = torch.nn.utils.parameters_to_vector(averaged.parameters()).detach()
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    # The average is what was validated.
+    with torch.no_grad():
+        final = sum(averaged.losses(u[:40], x[:40]).tolist())
+    assert final == pytest.approx(result.history[-1]["val_loss"], abs=1e-5)
+
+
+def test_the_kept_weights_of_an_averaged_fit_are_the_validated_best():
+    g = torch.Generator().manual_seed(0)
+    u, x = _toy_data(600, g)
+    u_val, x_val = _toy_data(200, g)
+    model = DualFlowPosterior(1, RunningNorm(1), 1, num_transforms=1, hidden_features=(16,))
+    config = TrainingConfig(batch_size=64, max_epochs=12, lr=5e-3, ema_epochs=1.0)
+    result = train(model, _split_store(u, x, u_val, x_val), config, torch.device("cpu"))
+    with torch.no_grad():
+        final = sum(model.losses(u_val, x_val).tolist())
+    assert final == pytest.approx(result.history[result.best_epoch]["val_loss"], abs=1e-4)

@@ -560,6 +560,7 @@ _BAD_HYPERPARAMETERS = {
     "norm_momentum": _floats_outside(0.0, 1.0, low_open=True),
     "lr": _floats_outside(0.0, np.inf, low_open=True, high_open=True),
     "weight_decay": _floats_outside(0.0, np.inf, high_open=True),
+    "ema_epochs": _floats_outside(0.0, np.inf, high_open=True),
     "lr_decay_factor": _floats_outside(0.0, 1.0, low_open=True, high_open=True),
     "lr_patience": _ints_below(0),
     "early_stop_patience": _ints_below(0),
