@@ -9,5 +9,8 @@ TINY = dict(
     num_proposals=4,
     # One network: unit tests check one posterior; ensembles have tests of their own.
     ensemble_size=1,
+    # Three epochs are the average's own time constant: these fits use the optimizer's
+    # weights. The average has tests of its own (tests/engine/test_training.py).
+    ema_epochs=0.0,
     device="cpu",
 )

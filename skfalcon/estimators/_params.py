@@ -75,7 +75,7 @@ class FlowPosteriorParams(BaseModel):
     net_type: Literal[tuple(FLOW_FAMILIES)] = "nsf"  # type: ignore[valid-type]
     num_transforms: Annotated[int, Field(ge=1)] | None = None
     hidden_features: _Widths | None = None
-    num_bins: Annotated[int, Field(ge=2)] = 16
+    num_bins: Annotated[int, Field(ge=2)] = 8
     ensemble_size: Annotated[int, Field(ge=1)] = 2
     embedding: Any = None
     embedding_features: Annotated[int, Field(ge=1)] = 32
@@ -85,7 +85,7 @@ class FlowPosteriorParams(BaseModel):
     norm_momentum: Annotated[float, Field(gt=0.0, le=1.0)] = 0.01
     lr: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 2e-3
     weight_decay: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.0
-    ema_epochs: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.0
+    ema_epochs: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 3.0
     lr_decay_factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
     lr_patience: Annotated[int, Field(ge=0)] = 10
     early_stop_patience: Annotated[int, Field(ge=0)] = 20

@@ -73,6 +73,8 @@ def restore_state(state: dict) -> dict:
     state.setdefault("ensemble_size", 1)
     # Files written before x_preprocessor existed: none, fitted or not.
     state.setdefault("x_preprocessor", None)
+    # Files written before the weight average: a refit trains as they did.
+    state.setdefault("ema_epochs", 0.0)
     if "_network_state" in state:
         state.setdefault("x_preprocessor_", None)
         # Files written before the misspecification check: no reference, no check.
