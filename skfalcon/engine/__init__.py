@@ -7,6 +7,8 @@ module                    its one job
 ========================  ==============================================================
 ``flows``                 zuko flow families behind the probit map and a running norm
 ``flow_matching``         a continuous flow family trained by flow matching
+``splines``               zuko's spline flows with a faster normalisation of the bins
+``coupling``              coupling spline flows and the one-evaluation inverses
 ``normalization``         the online running normalisation
 ``embeddings``            summary networks of observations of any shape
 ``posterior``             the dual flows ``q(u | s(x))`` and ``m(u)``

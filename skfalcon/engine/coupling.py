@@ -45,6 +45,8 @@ from zuko.transforms import (
 )
 from zuko.utils import unpack
 
+from skfalcon.engine.splines import RQSpline
+
 __all__ = ["CouplingNSF", "coupling_masks", "inverse_and_log_det", "inverse_width"]
 
 
@@ -96,7 +98,7 @@ class CouplingNSF(zuko.flows.Flow):
         slope: float = 1e-3,
         **kwargs,
     ):
-        univariate = functools.partial(MonotonicRQSTransform, slope=slope)
+        univariate = functools.partial(RQSpline, slope=slope)
         shapes = [(bins,), (bins,), (bins - 1,)]
         layers = [
             GeneralCouplingTransform(
@@ -174,7 +176,8 @@ def _sliceable(layer) -> bool:
     # Masked linear layers between parameter-free activations (a residual block has
     # parameters).
     return (
-        univariate in _ELEMENTWISE
+        isinstance(univariate, type)
+        and issubclass(univariate, _ELEMENTWISE)
         and isinstance(layer.hyper, MaskedMLP)
         and all(isinstance(module, MaskedLinear) for module in hyper[::2])
         and not any(any(True for _ in module.parameters()) for module in hyper[1::2])

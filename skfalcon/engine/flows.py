@@ -27,6 +27,7 @@ from skfalcon.engine.coupling import CouplingNSF, inverse_and_log_det
 from skfalcon.engine.flow_matching import FlowMatchingFlow
 from skfalcon.engine.normalization import RunningNorm
 from skfalcon.engine.seeding import torch_seed_scope
+from skfalcon.engine.splines import NSF
 
 __all__ = [
     "FLOW_FAMILIES",
@@ -38,10 +39,11 @@ __all__ = [
 
 #: Names accepted by ``net_type`` and the zuko flow each one builds.
 FLOW_FAMILIES = {
-    "nsf": zuko.flows.NSF,
+    # zuko's NSF, its bins normalised by a faster kernel (skfalcon.engine.splines).
+    "nsf": NSF,
     # Coupling layers (two passes per transform): sampling costs two network evaluations
     # per transform instead of one per parameter, at some cost in expressiveness.
-    "nsf_coupling": functools.partial(zuko.flows.NSF, passes=2),
+    "nsf_coupling": functools.partial(NSF, passes=2),
     # Spline coupling layers: one network evaluation per transform in each direction.
     "spline_coupling": CouplingNSF,
     "maf": zuko.flows.MAF,

@@ -162,9 +162,9 @@ class FlowPosteriorEstimator(BaseEstimator):
         Time constant, in epochs, of an exponential moving average of the weights that
         follows the optimizer's; the average is what validation scores, early stopping
         keeps and inference uses. It smooths the minibatch noise out of the weights,
-        which a snapshot of the optimizer's keeps, and reads a lower C2ST than the
-        snapshot on five of the six benchmark tasks (figures in the user guide). 0 uses
-        the optimizer's weights.
+        which a snapshot of the optimizer's keeps (figures in the user guide). It lags
+        the optimizer by about its time constant: set it lower for fits of a few
+        epochs. 0 uses the optimizer's weights.
     lr_decay_factor : float, default=0.5
         Factor of the learning rate when the validation loss plateaus.
     lr_patience : int, default=10

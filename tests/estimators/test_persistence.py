@@ -41,9 +41,9 @@ def test_files_of_skfalcon_0_1_load_with_a_warning_and_sample_as_before(name, ma
     log_prob = est.log_prob(reference["theta5"], reference["x0"])
     expected = reference[f"{name}_log_prob"]
     # The mixture's log Z(x) is estimated again, now to 0.005 nats; the rest is exact up
-    # to float32 rounding.
-    np.testing.assert_allclose(log_prob - log_prob[0], expected - expected[0], atol=1e-6)
-    np.testing.assert_allclose(log_prob, expected, atol=0.1 if name == "mixture" else 1e-9)
+    # to float32 rounding (the splines' bins are normalised in another order).
+    np.testing.assert_allclose(log_prob - log_prob[0], expected - expected[0], atol=1e-5)
+    np.testing.assert_allclose(log_prob, expected, atol=0.1 if name == "mixture" else 1e-5)
 
 
 @pytest.mark.parametrize("suffix", ["joblib", "skfalcon"])
