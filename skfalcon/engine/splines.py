@@ -16,8 +16,9 @@ every slope above the minimum :math:`\sigma` (``slope``), and slope 1 at both en
 :class:`RQSpline` is zuko's :class:`~zuko.transforms.MonotonicRQSTransform` with that
 parametrisation, computing the softmax over the bins as a softmax over the leading
 dimension of the moved tensor: torch's CPU kernel over a last dimension shorter than 16
-takes a scalar path, about ten times slower at 8 bins (some 0.13 µs per element), and it
-was a sixth of a training step of the default 10-D flows. Everything else (the spline's
+takes a scalar path, about ten times slower at 8 bins (some 0.13 µs per element): with
+it, an epoch of the default flows on 10,000 simulations of the 10-D Gaussian linear task
+took 0.81-0.88 s, without it 0.62-0.63 s. Everything else (the spline's
 evaluation, inverse and log-derivative) is zuko's. :class:`NSF` is zuko's neural spline
 flow built on it.
 """

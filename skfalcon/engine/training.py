@@ -160,12 +160,24 @@ def _mean_losses(model: DualFlowPosterior, data: _Rows, device) -> Tensor:
     return total / counts.clamp_min(1)
 
 
+def _validate(model, val_rows: _Rows, train_losses: list[float], device):
+    """The mean validation losses and their sum, which selects the best epoch; without
+    validation rows, NaN losses and the training loss's sum."""
+    if not len(val_rows):
+        return [float("nan")] * 2, sum(train_losses)
+    with torch.no_grad():
+        val_losses = _mean_losses(model, val_rows, device).tolist()
+    return val_losses, sum(val_losses)
+
+
 def _epoch(model, optimizer, parameters, data: _Rows, batch_size: int, device, average=None):
     """One pass over ``data`` in random minibatches; mean losses ``(2,)`` and skipped steps.
 
     A step whose loss or gradient is not finite contributes no gradient: its gradients are
     zeroed. On an accelerator they are zeroed by a device-side select, so there is no host
     sync per step; on the CPU, where reading the flag costs nothing, only when needed.
+    ``average``, when given, follows every step and takes the model's normalisation
+    statistics at the end.
     """
     order = torch.randperm(len(data), device=data.u.device)
     loss_sum = torch.zeros(2, device=device)
@@ -197,6 +209,8 @@ def _epoch(model, optimizer, parameters, data: _Rows, batch_size: int, device, a
         loss_count += weight
         skipped += ~finite
         n_steps += 1
+    if average is not None:
+        average.sync_buffers()
     return (loss_sum / loss_count.clamp_min(1)).tolist(), int(skipped), n_steps
 
 
@@ -308,7 +322,8 @@ class _WeightAverage:
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.model = model
-        self.module = copy.deepcopy(model)
+        # Only ever evaluated: its normalisations must not update on validation rows.
+        self.module = copy.deepcopy(model).eval()
         self._averaged = [p.detach() for p in self.module.parameters()]
         self._current = [p.detach() for p in model.parameters()]
         self._update = torch.optim.swa_utils.get_ema_multi_avg_fn(decay)
@@ -327,6 +342,18 @@ class _WeightAverage:
     def sync_buffers(self) -> None:
         for kept, current in zip(self.module.buffers(), self.model.buffers(), strict=True):
             kept.copy_(current)
+
+
+def _optimizer(parameters: list, config: TrainingConfig):
+    """AdamW over ``parameters`` and its plateau learning-rate schedule."""
+    # foreach: one fused update for all parameters, not one per tensor.
+    optimizer = torch.optim.AdamW(
+        parameters, lr=config.lr, betas=_BETAS, weight_decay=config.weight_decay, foreach=True
+    )
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=config.lr_decay_factor, patience=config.lr_patience
+    )
+    return optimizer, scheduler
 
 
 def _weight_average(model, config: TrainingConfig, n_rows: int) -> _WeightAverage | None:
@@ -357,13 +384,7 @@ def train(
     """
     model.to(device)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    # foreach: one fused update for all parameters, not one per tensor.
-    optimizer = torch.optim.AdamW(
-        parameters, lr=config.lr, betas=_BETAS, weight_decay=config.weight_decay, foreach=True
-    )
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=config.lr_decay_factor, patience=config.lr_patience
-    )
+    optimizer, scheduler = _optimizer(parameters, config)
     train_rows, val_rows, subsample = _splits(model, store, config, device)
     average = _weight_average(model, config, len(train_rows))
     evaluated = model if average is None else average.module
@@ -382,8 +403,6 @@ def train(
             train_losses, n_skipped, n_steps = _epoch(
                 model, optimizer, parameters, data, config.batch_size, device, average
             )
-            if average is not None:
-                average.sync_buffers()
             result.n_skipped_steps += n_skipped
             if n_skipped == n_steps:
                 raise TrainingDivergedError(
@@ -391,13 +410,7 @@ def train(
                     "non-finite loss"
                 )
             model.eval()
-            evaluated.eval()
-            if len(val_rows):
-                with torch.no_grad():
-                    val_losses = _mean_losses(evaluated, val_rows, device).tolist()
-                monitored = sum(val_losses)
-            else:
-                val_losses, monitored = [float("nan")] * 2, sum(train_losses)
+            val_losses, monitored = _validate(evaluated, val_rows, train_losses, device)
             if monitored < best_loss:
                 best_loss, result.best_epoch = monitored, epoch
                 best_state = copy.deepcopy(evaluated.state_dict())
@@ -420,7 +433,7 @@ def train(
             if epochs_without_improvement > config.early_stop_patience:
                 result.stopped_early = True
                 break
-            if len(val_rows) and diagnose_overfitting(result.history, result.best_epoch):
+            if diagnose_overfitting(result.history, result.best_epoch):
                 result.stopped_early = result.stopped_on_overfitting = True
                 break
     except KeyboardInterrupt:

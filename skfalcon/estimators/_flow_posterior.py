@@ -515,13 +515,12 @@ class FlowPosteriorEstimator(BaseEstimator):
         params = self._validated_params()
         if max_epochs is not None:
             max_epochs = check_positive_int(max_epochs, "max_epochs")
-        fitted = hasattr(self, "network_")
         return self._fit(
             X,
             y,
             theta_log_prob,
             params,
-            warm=fitted,
+            warm=hasattr(self, "network_"),
             keep_store=True,
             max_epochs=max_epochs,
             reset_network=bool(reset_network),
