@@ -13,7 +13,10 @@ Training stops after ``early_stop_patience`` epochs without improvement, or as s
 :func:`diagnose_overfitting` finds the curve overfitting: a validation loss that has
 risen well above its best while the training loss fell is no plateau that patience could
 wait out, and the best epoch is then ten or more epochs behind. The
-loop syncs with the host once per epoch, not per step. A step whose loss or gradient is
+loop syncs with the host once per epoch, not per step.
+
+Without a ``batch_size`` the minibatch is :func:`automatic_batch_size`'s, and without an
+``lr`` the learning rate is :func:`automatic_lr`'s for that batch. A step whose loss or gradient is
 not finite contributes no gradient (zeroed on the device and counted); an epoch in which every
 step was non-finite raises :class:`TrainingDivergedError`.
 
@@ -26,7 +29,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -37,6 +40,8 @@ from skfalcon.engine.store import SampleStore
 
 __all__ = [
     "TrainingConfig",
+    "automatic_batch_size",
+    "automatic_lr",
     "TrainingDivergedError",
     "TrainingResult",
     "diagnose_overfitting",
@@ -55,6 +60,39 @@ _OVERFIT_WINDOW = 5
 _OVERFIT_NOISE = 4.0
 _OVERFIT_MIN_RISE = 0.05
 _OVERFIT_MIN_EPOCHS = 10
+# The automatic minibatch and learning rate: see automatic_batch_size and automatic_lr.
+_BATCH = 512
+_LARGE_BATCH = 1024
+_LARGE_BATCH_MAX_FEATURES = 2
+_LARGE_BATCH_MIN_STEPS = 8
+_LR = 2e-3
+
+
+def automatic_batch_size(features: int, n_rows: int) -> int:
+    r"""The minibatch size for ``features`` parameters and ``n_rows`` training rows.
+
+    1,024 rows for :math:`d \le 2` parameters when the rows fill at least eight such
+    batches, else 512. A step of the small flows of a 2-D posterior costs mostly a fixed
+    time per tensor operation, so the larger batch takes a third off an epoch of two moons
+    (0.27 to 0.18 s on 10,000 simulations), at a C2ST within the seeds' spread of 512 rows'
+    on the two 2-D benchmark tasks. With more parameters it saves less (a fifth of an SLCP epoch, a seventh of a
+    10-D one) and read a worse C2ST on SLCP with distractors and on both 10-D tasks
+    (benchmarks/RESULTS.md). Patience and the average's time constant count epochs, so
+    fewer rows than eight batches of 1,024 (a sequential round, say) keep 512.
+    """
+    if features <= _LARGE_BATCH_MAX_FEATURES and n_rows >= _LARGE_BATCH_MIN_STEPS * _LARGE_BATCH:
+        return _LARGE_BATCH
+    return _BATCH
+
+
+def automatic_lr(batch_size: int) -> float:
+    r"""The learning rate for minibatches of ``batch_size`` rows.
+
+    :math:`\eta = 2 \cdot 10^{-3} \sqrt{B / 512}`: AdamW's square-root scaling rule,
+    which keeps the noise of the updates the same across batch sizes, anchored at the
+    rate chosen for 512 rows.
+    """
+    return _LR * math.sqrt(batch_size / _BATCH)
 
 
 class TrainingDivergedError(RuntimeError):
@@ -67,10 +105,15 @@ class TrainingConfig:
 
     Attributes
     ----------
-    batch_size, max_epochs : int
-        Minibatch size and the most epochs.
-    lr, weight_decay : float
-        AdamW's learning rate and decoupled weight decay (moments ``(0.9, 0.999)``).
+    batch_size : int or None
+        Minibatch size; ``None``: :func:`automatic_batch_size`'s.
+    max_epochs : int
+        The most epochs.
+    lr : float or None
+        AdamW's learning rate (moments ``(0.9, 0.999)``); ``None``: :func:`automatic_lr`'s
+        for the batch size.
+    weight_decay : float
+        AdamW's decoupled weight decay.
     lr_decay_factor : float
         ``ReduceLROnPlateau``'s factor.
     lr_patience, early_stop_patience : int
@@ -84,9 +127,9 @@ class TrainingConfig:
         validated, kept and restored (see :func:`train`); 0 uses the weights themselves.
     """
 
-    batch_size: int = 512
+    batch_size: int | None = None
     max_epochs: int = 200
-    lr: float = 2e-3
+    lr: float | None = None
     weight_decay: float = 0.0
     lr_decay_factor: float = 0.5
     lr_patience: int = 5
@@ -95,6 +138,15 @@ class TrainingConfig:
     max_cache_samples: int | None = None
     ema_epochs: float = 0.0
 
+    def resolved(self, features: int, n_rows: int) -> "TrainingConfig":
+        """These settings with the automatic batch size and learning rate filled in, for
+        ``features`` parameters and ``n_rows`` training rows."""
+        batch_size = self.batch_size
+        if batch_size is None:
+            batch_size = automatic_batch_size(features, n_rows)
+        lr = self.lr if self.lr is not None else automatic_lr(batch_size)
+        return replace(self, batch_size=batch_size, lr=lr)
+
 
 @dataclass
 class TrainingResult:
@@ -102,7 +154,7 @@ class TrainingResult:
 
     ``overfitting`` is :func:`diagnose_overfitting`'s finding, ``None`` when there is none;
     ``stopped_on_overfitting`` says that it ended training (``stopped_early`` is then true
-    too).
+    too). ``config`` holds the settings trained with, the automatic ones filled in.
     """
 
     history: list[dict] = field(default_factory=list)
@@ -112,6 +164,7 @@ class TrainingResult:
     interrupted: bool = False
     n_skipped_steps: int = 0
     overfitting: dict | None = None
+    config: TrainingConfig | None = None
 
 
 @dataclass
@@ -357,12 +410,10 @@ def _optimizer(parameters: list, config: TrainingConfig):
 
 
 def _weight_average(model, config: TrainingConfig, n_rows: int) -> _WeightAverage | None:
-    """The weight average of ``model`` for ``config`` and ``n_rows`` training rows, or
-    ``None`` without one (``ema_epochs=0``)."""
+    """The weight average of ``model`` for ``config`` and ``n_rows`` training rows an
+    epoch, or ``None`` without one (``ema_epochs=0``)."""
     if config.ema_epochs <= 0:
         return None
-    if config.max_cache_samples is not None:
-        n_rows = min(n_rows, config.max_cache_samples)
     steps_per_epoch = max(1, math.ceil(n_rows / config.batch_size))
     return _WeightAverage(model, math.exp(-1.0 / (config.ema_epochs * steps_per_epoch)))
 
@@ -384,11 +435,13 @@ def train(
     """
     model.to(device)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer, scheduler = _optimizer(parameters, config)
     train_rows, val_rows, subsample = _splits(model, store, config, device)
-    average = _weight_average(model, config, len(train_rows))
+    n_rows = config.max_cache_samples if subsample else len(train_rows)
+    config = config.resolved(model.features, n_rows)
+    optimizer, scheduler = _optimizer(parameters, config)
+    average = _weight_average(model, config, n_rows)
     evaluated = model if average is None else average.module
-    result = TrainingResult(best_epoch=epoch_offset)
+    result = TrainingResult(best_epoch=epoch_offset, config=config)
     best_loss, best_state = float("inf"), copy.deepcopy(model.state_dict())
     epochs_without_improvement = 0
     try:
@@ -407,7 +460,7 @@ def train(
             if n_skipped == n_steps:
                 raise TrainingDivergedError(
                     f"every one of the {n_steps} training steps of epoch {epoch} gave a "
-                    "non-finite loss"
+                    f"non-finite loss (lr={config.lr:.3g}, batch_size={config.batch_size})"
                 )
             model.eval()
             val_losses, monitored = _validate(evaluated, val_rows, train_losses, device)

@@ -83,7 +83,7 @@ class FlowPosteriorParams(BaseModel):
     x_preprocessor: Any = None
     theta_norm: bool = True
     norm_momentum: Annotated[float, Field(gt=0.0, le=1.0)] = 0.01
-    lr: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 2e-3
+    lr: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = None
     weight_decay: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.0
     ema_epochs: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 3.0
     lr_decay_factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
@@ -92,7 +92,7 @@ class FlowPosteriorParams(BaseModel):
     validation_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     use_best_models: bool = True
     max_epochs: Annotated[int, Field(ge=1)] = 200
-    batch_size: Annotated[int, Field(ge=1)] = 512
+    batch_size: Annotated[int, Field(ge=1)] | None = None
     num_proposals: Annotated[int, Field(ge=1)] = 4
     proposal_mixture_beta: _Probability = 0.5
     gamma: _Probability = 0.5

@@ -12,6 +12,7 @@ from skfalcon.engine import (
     TrainingConfig,
     train,
 )
+from skfalcon.engine.training import automatic_batch_size, automatic_lr
 
 
 @pytest.fixture(autouse=True)
@@ -64,6 +65,42 @@ def test_train_learns_restores_best_weights_and_records_history():
     assert final == pytest.approx(history[result.best_epoch]["val_loss"], abs=1e-4)
     # Conditional loss near the true -log N(0; 0, 0.3^2) entropy ~ 0.24
     assert history[result.best_epoch]["val_loss_conditional"] < 0.5
+
+
+@pytest.mark.parametrize(
+    ("features", "n_rows", "expected"),
+    [(2, 8192, 1024), (1, 100_000, 1024), (2, 8191, 512), (3, 100_000, 512), (10, 9000, 512)],
+)
+def test_automatic_batch_size_is_large_in_few_dimensions_with_rows_for_eight_batches(
+    features, n_rows, expected
+):
+    assert automatic_batch_size(features, n_rows) == expected
+
+
+def test_automatic_lr_scales_with_the_square_root_of_the_batch():
+    assert automatic_lr(512) == pytest.approx(2e-3)
+    assert automatic_lr(1024) == pytest.approx(2e-3 * math.sqrt(2))
+    assert automatic_lr(128) == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "lr", "expected"),
+    [
+        (None, None, (1024, 2e-3 * math.sqrt(2))),
+        (None, 1e-3, (1024, 1e-3)),
+        (256, None, (256, 1e-3 * math.sqrt(2))),
+    ],
+)
+def test_train_fills_in_and_reports_the_automatic_batch_and_learning_rate(batch_size, lr, expected):
+    g = torch.Generator().manual_seed(3)
+    u, x = _toy_data(8292, g)
+    model = DualFlowPosterior(1, RunningNorm(1), 1, num_transforms=1, hidden_features=(4,))
+    config = TrainingConfig(batch_size=batch_size, lr=lr, max_epochs=1)
+    result = train(
+        model, _split_store(u[:8192], x[:8192], u[8192:], x[8192:]), config, torch.device("cpu")
+    )
+    assert (result.config.batch_size, result.config.lr) == pytest.approx(expected)
+    assert result.history[0]["lr"] == pytest.approx(expected[1])
 
 
 def test_train_early_stops_and_decays_learning_rate():
