@@ -39,7 +39,7 @@ def test_a_rising_validation_loss_with_a_falling_training_loss_is_overfitting():
 @pytest.mark.filterwarnings("ignore:Only 40 simulations")
 def test_an_overfitted_fit_warns_and_marks_history_and_a_normal_one_does_not(moons_data):
     task, theta, x = moons_data
-    settings = dict(num_transforms=1, num_bins=4, device="cpu", random_state=0)
+    settings = dict(num_transforms=1, num_bins=4, lr=2e-3, device="cpu", random_state=0)
     overfit = FlowPosteriorEstimator(
         prior=task.prior,
         hidden_features=(64, 64),
