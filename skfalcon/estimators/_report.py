@@ -2,6 +2,7 @@
 the warnings."""
 
 import logging
+import math
 import time
 import warnings
 
@@ -88,6 +89,17 @@ class InferenceProgress:
         return False
 
 
+def _recent_gain(history: list[dict], epochs: int = 10) -> str:
+    """How much the best monitored loss fell over the last ``epochs`` epochs, as a clause;
+    empty for a shorter or non-finite curve."""
+    if len(history) <= epochs:
+        return ""
+    gain = history[-epochs - 1]["best_val_loss"] - history[-1]["best_val_loss"]
+    if not math.isfinite(gain):
+        return ""
+    return f" (its best fell by {gain:.2g} over the last {epochs} epochs)"
+
+
 def report_fit(result: TrainingResult, max_epochs: int, n_stored: int, marginal) -> None:
     """Warn about an interrupted, unconverged, overfitted or partly non-finite fit; log a
     summary."""
@@ -100,7 +112,8 @@ def report_fit(result: TrainingResult, max_epochs: int, n_stored: int, marginal)
     elif not result.stopped_early:
         warnings.warn(
             f"Training reached max_epochs={max_epochs} before the validation loss stopped "
-            "improving; raise max_epochs or lr for a converged fit.",
+            f"improving{_recent_gain(result.history)}; raise max_epochs or lr for a "
+            "converged fit.",
             ConvergenceWarning,
             stacklevel=4,
         )

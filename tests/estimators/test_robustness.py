@@ -69,5 +69,12 @@ def test_divergence_raises_and_leaves_the_fitted_model_intact(
 
 def test_running_out_of_epochs_warns_convergence(moons_data, tiny):
     task, theta, x = moons_data
-    with pytest.warns(ConvergenceWarning, match="max_epochs=1"):
+    with pytest.warns(ConvergenceWarning, match=r"max_epochs=1 before .* stopped improving;"):
         FlowPosteriorEstimator(prior=task.prior, **{**tiny, "max_epochs": 1}).fit(theta, x)
+    # A longer curve says how much its best loss still fell at the end.
+    est = FlowPosteriorEstimator(prior=task.prior, **{**tiny, "max_epochs": 12})
+    with pytest.warns(ConvergenceWarning) as caught:
+        est.fit(theta, x)
+    gain = est.history_[1]["best_val_loss"] - est.history_[-1]["best_val_loss"]
+    message = str(next(w.message for w in caught if w.category is ConvergenceWarning))
+    assert f"(its best fell by {gain:.2g} over the last 10 epochs)" in message
