@@ -141,10 +141,12 @@ def report_fit(result: TrainingResult, max_epochs: int, n_stored: int, marginal)
     )
     share = "" if marginal.prior_fraction is None else f" ({marginal.prior_fraction:.2f})"
     logger.info(
-        "fit: %d epochs in %.1f s, best epoch %d (validation loss %.4f), %s; %d rows in the "
-        "store, marginal: %s%s%s",
+        "fit: %d epochs in %.1f s (batches of %d rows, lr %.2g), best epoch %d (validation "
+        "loss %.4f), %s; %d rows in the store, marginal: %s%s%s",
         len(result.history),
         sum(r["seconds"] for r in result.history),
+        result.config.batch_size,
+        result.config.lr,
         result.best_epoch,
         best["val_loss"],
         ending,

@@ -300,8 +300,12 @@ def test_partial_fit_initialises_then_continues(moons_data, tiny):
 def test_fit_logs_a_summary(moons_data, tiny, caplog):
     task, theta, x = moons_data
     with caplog.at_level("INFO", logger="skfalcon"):
-        FlowPosteriorEstimator(prior=task.prior, **tiny).fit(theta[:200], x[:200])
-    assert any("fit: 3 epochs" in r.getMessage() for r in caplog.records)
+        FlowPosteriorEstimator(prior=task.prior, **{**tiny, "lr": None}).fit(theta[:200], x[:200])
+    # The automatic learning rate of the batch size is the one reported.
+    assert any(
+        "fit: 3 epochs" in r.getMessage() and "(batches of 64 rows, lr 0.00071)" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def test_a_failed_refit_leaves_every_fitted_attribute_as_it_was(moons_data, tiny):
