@@ -183,10 +183,12 @@ class FlowPosteriorEstimator(BaseEstimator):
     max_epochs : int, default=200
         Maximum number of epochs.
     batch_size : int, default=None
-        Minibatch size. ``None`` is 1,024 for one or two parameters when the training
-        rows fill eight such batches, else 512: there a step of the small flows costs
-        about the same at either size, so the larger batch shortens the fit at the same
-        accuracy (figures in the user guide).
+        Minibatch size. ``None``: for one or two parameters 1,024 when the training rows
+        fill eight such batches, else 512 (there a step of the small flows costs about
+        the same at either size, so the larger batch shortens the fit at the same
+        accuracy); above two parameters the largest of 512, 256, 128 and 64 that the
+        training rows fill eight times, so that small stores (sequential rounds) train
+        eight steps an epoch or more (figures in the user guide).
     num_proposals : int, default=4
         Importance-sampling candidates per output sample. While the pool's effective
         sample size is below four times the number of samples requested, further pools

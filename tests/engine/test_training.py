@@ -69,11 +69,21 @@ def test_train_learns_restores_best_weights_and_records_history():
 
 @pytest.mark.parametrize(
     ("features", "n_rows", "expected"),
-    [(2, 8192, 1024), (1, 100_000, 1024), (2, 8191, 512), (3, 100_000, 512), (10, 9000, 512)],
+    [
+        (2, 8192, 1024),
+        (1, 100_000, 1024),
+        (2, 8191, 512),
+        (3, 100_000, 512),
+        (10, 4096, 512),
+        (10, 4095, 256),
+        (10, 1800, 128),
+        (10, 450, 64),
+        (5, 10, 64),
+        (2, 1800, 512),
+        (1, 10, 512),
+    ],
 )
-def test_automatic_batch_size_is_large_in_few_dimensions_with_rows_for_eight_batches(
-    features, n_rows, expected
-):
+def test_automatic_batch_size_fills_eight_batches_above_two_parameters(features, n_rows, expected):
     assert automatic_batch_size(features, n_rows) == expected
 
 
