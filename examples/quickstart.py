@@ -7,6 +7,7 @@ import argparse
 import time
 
 import numpy as np
+import torch
 
 from skfalcon import FlowPosteriorEstimator
 from skfalcon.datasets import TwoMoons
@@ -31,12 +32,20 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: these flows are small, and a thread pool on a CPU "
+        "that other work keeps busy slows each step many times over)",
+    )
+    parser.add_argument(
         "--plot",
         metavar="PATH",
         help="write a corner plot of the posterior, the exact reference and the truth to PATH "
         "(needs matplotlib: pip install 'skfalcon[plots]')",
     )
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     task = TwoMoons()
     theta = task.sample_prior(args.n_simulations, random_state=args.seed)
