@@ -13,12 +13,12 @@ Training stops after ``early_stop_patience`` epochs without improvement, or as s
 :func:`diagnose_overfitting` finds the curve overfitting: a validation loss that has
 risen well above its best while the training loss fell is no plateau that patience could
 wait out, and the best epoch is then ten or more epochs behind. The
-loop syncs with the host once per epoch, not per step.
-
-Without a ``batch_size`` the minibatch is :func:`automatic_batch_size`'s, and without an
-``lr`` the learning rate is :func:`automatic_lr`'s for that batch. A step whose loss or gradient is
+loop syncs with the host once per epoch, not per step. A step whose loss or gradient is
 not finite contributes no gradient (zeroed on the device and counted); an epoch in which every
 step was non-finite raises :class:`TrainingDivergedError`.
+
+Without a ``batch_size`` the minibatch is :func:`automatic_batch_size`'s, and without an
+``lr`` the learning rate is :func:`automatic_lr`'s for that batch.
 
 At the end every record of the fit gets ``"overfitting"``, :func:`diagnose_overfitting`'s
 finding on the whole curve.
@@ -40,10 +40,10 @@ from skfalcon.engine.store import SampleStore
 
 __all__ = [
     "TrainingConfig",
-    "automatic_batch_size",
-    "automatic_lr",
     "TrainingDivergedError",
     "TrainingResult",
+    "automatic_batch_size",
+    "automatic_lr",
     "diagnose_overfitting",
     "train",
 ]
@@ -80,8 +80,8 @@ def automatic_batch_size(features: int, n_rows: int) -> int:
     seventh of a 10-D one) and read a worse C2ST on SLCP with distractors and on both
     10-D tasks.
 
-    For :math:`d > 2`: the largest of 512, 256, 128 and 64 rows that the rows fill at
-    least eight times. Patience and the weight average's time constant count epochs, and
+    For :math:`d > 2`: the largest of 512, 256 and 128 rows that the rows fill at least
+    eight times, else 64. Patience and the weight average's time constant count epochs, and
     a store of 2,000 simulations holds only four batches of 512: with eight steps or more
     an epoch the sequential loop's 2,000 simulations read a lower C2ST on the narrow 10-D
     Gaussian (0.661 to 0.621) and Bernoulli GLM (0.824 to 0.804), and the same on SLCP. In

@@ -186,8 +186,8 @@ class FlowPosteriorEstimator(BaseEstimator):
         Minibatch size. ``None``: for one or two parameters 1,024 when the training rows
         fill eight such batches, else 512 (there a step of the small flows costs about
         the same at either size, so the larger batch shortens the fit at the same
-        accuracy); above two parameters the largest of 512, 256, 128 and 64 that the
-        training rows fill eight times, so that small stores (sequential rounds) train
+        accuracy); above two parameters the largest of 512, 256 and 128 that the training
+        rows fill eight times, else 64, so that small stores (sequential rounds) train
         eight steps an epoch or more (figures in the user guide).
     num_proposals : int, default=4
         Importance-sampling candidates per output sample. While the pool's effective
