@@ -192,8 +192,9 @@ class SequentialInference(BaseEstimator):
     resample_batch_size : int, default=None
         ``"standard"`` and ``"truncated"``: simulations added from the current proposal
         at each resample (each round).
-        ``None``: an eighth of the budget (250 for 2,000 simulations), so that budgets of a
-        few hundred simulations and up are spent in seven or eight rounds.
+        ``None``: for ``"truncated"`` a quarter of the budget (500 for 2,000 simulations:
+        four rounds, each trained to convergence); for ``"standard"`` an eighth (250),
+        added every ``resample_interval`` epochs.
     resample_interval : int, default=10
         ``"standard"``: training epochs between resamples.
     n_rounds : int, default=4

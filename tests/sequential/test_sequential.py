@@ -13,6 +13,7 @@ from sklearn.base import clone
 
 from skfalcon import FlowPosteriorEstimator, SequentialInference
 from skfalcon.datasets import TwoMoons
+from skfalcon.sequential.strategies import StandardStrategy
 from skfalcon.simulation import SimulatorError
 
 PRIOR = [("uniform", -1.0, 1.0), ("uniform", -1.0, 1.0)]
@@ -93,8 +94,10 @@ def test_default_round_sizes_follow_the_budget(estimator):
     seq = SequentialInference(estimator, toy_simulator, random_state=0)
     seq.run(X_OBS, 803)
     assert seq.strategy == "truncated" and seq.truncation_box_.shape == (2, 2)
-    # A quarter first, then batches of an eighth; the remainder goes last.
-    assert [r["n_simulations"] for r in seq.history_] == [200] + [100] * 6 + [3]
+    # A quarter first, then batches of a quarter; the remainder goes last.
+    assert [r["n_simulations"] for r in seq.history_] == [200] * 4 + [3]
+    # Falcon's standard strategy adds an eighth at each resample.
+    assert [r.size for r in StandardStrategy().rounds(803)] == [200] + [100] * 6 + [3]
 
 
 def test_run_is_reproducible_with_random_state(estimator):
