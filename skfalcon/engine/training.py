@@ -81,12 +81,13 @@ def automatic_batch_size(features: int, n_rows: int) -> int:
     10-D tasks.
 
     For :math:`d > 2`: the largest of 512, 256 and 128 rows that the rows fill at least
-    eight times, else 64. Patience and the weight average's time constant count epochs, and
-    a store of 2,000 simulations holds only four batches of 512: with eight steps or more
-    an epoch the sequential loop's 2,000 simulations read a lower C2ST on the narrow 10-D
-    Gaussian (0.661 to 0.621) and Bernoulli GLM (0.824 to 0.804), and the same on SLCP. In
-    two dimensions the smaller batches read no better (the Gaussian mixture's amortized
-    fit on 2,000 simulations 0.585 to 0.604). Figures in benchmarks/RESULTS.md.
+    eight times, else 64. Patience and the weight average's time constant count epochs,
+    and a store of 2,000 simulations holds only four batches of 512: with eight steps or
+    more an epoch the sequential loop's 2,000 simulations (seven rounds) read a lower
+    C2ST on the narrow 10-D Gaussian (0.661 to 0.621) and Bernoulli GLM (0.824 to
+    0.804), and the same on SLCP. In two dimensions the smaller batches read no better
+    (the Gaussian mixture's amortized fit on 2,000 simulations 0.585 to 0.604). Figures
+    in benchmarks/RESULTS.md.
     """
     if features <= _LARGE_BATCH_MAX_FEATURES:
         return _LARGE_BATCH if n_rows >= _MIN_STEPS * _LARGE_BATCH else _BATCH
