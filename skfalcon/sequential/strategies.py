@@ -93,12 +93,12 @@ class Strategy:
 
 
 def _budget_rounds(
-    n_simulations: int, first: int | None, step: int | None, epochs, steps: int = 8
+    n_simulations: int, first: int | None, step: int | None, epochs, parts: int = 8
 ) -> list[Round]:
-    """A first round (a quarter of the budget) and steps of a ``steps``-th of it, the last
+    """A first round (a quarter of the budget) and steps of ``1 / parts`` of it, the last
     unbounded."""
     first = first or max(1, n_simulations // 4)
-    step = step or max(1, n_simulations // steps)
+    step = step or max(1, n_simulations // parts)
     rest = n_simulations - first
     sizes = [first] + [min(step, rest - start) for start in range(0, rest, step)]
     return [Round(size, None if i == len(sizes) - 1 else epochs) for i, size in enumerate(sizes)]
@@ -220,7 +220,7 @@ class TruncatedStrategy(Strategy):
         # rounds of 500 read lower C2ST than seven of 250 on the GLM and the mixture, the
         # same on the other tasks (benchmarks/RESULTS.md).
         return _budget_rounds(
-            n_simulations, self.min_training_samples, self.resample_batch_size, None, steps=4
+            n_simulations, self.min_training_samples, self.resample_batch_size, None, parts=4
         )
 
     def propose(self, estimator, x_obs, n: int, seed: int):
