@@ -23,7 +23,10 @@ methods of the estimator and its prior only.
   covariance), which is far smaller for a correlated posterior. Each region is also
   intersected with the previous ones, so inside the last region every stored row
   follows the prior, and the posterior is :math:`q` itself, without the ratio to a
-  learned marginal.
+  learned marginal. With ``truncation_quantile`` set, the region also keeps only the
+  parameters where each round's posterior density is at least its ``truncation_quantile``
+  quantile over 20,000 draws of it (a highest-density region, as in truncated sequential
+  NPE), which follows several modes where boxes cannot.
 
 The prior is uniform in the cube, so its restriction to a region is uniform on it:
 regions are drawn by rejection from the smaller of their two boxes.
@@ -31,6 +34,8 @@ regions are drawn by rejection from the smaller of their two boxes.
 
 from __future__ import annotations
 
+import copy
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +52,13 @@ __all__ = [
 ]
 
 _TRUNCATION_SAMPLES = 4000
+# Draws whose log-densities set a density threshold: its quantile rests on
+# truncation_quantile * 20,000 of them (20 for 1e-3).
+_DENSITY_SAMPLES = 20000
+# Candidates from the boxes per row wanted, per pass of the density test, and the passes
+# after which a region that kept none of them is an error.
+_DENSITY_OVERDRAW = 20
+_DENSITY_MAX_EMPTY_PASSES = 50
 # Candidates per rejection batch, and the acceptance below which a principal-axes box is
 # left out of the region (it then costs more draws than it saves simulations).
 _REJECTION_BATCH = 65536
@@ -201,10 +213,22 @@ class TruncatedStrategy(Strategy):
 
     name = "truncated"
 
-    def __init__(self, min_training_samples=None, resample_batch_size=None, truncation_margin=0.0):
+    def __init__(
+        self,
+        min_training_samples=None,
+        resample_batch_size=None,
+        truncation_margin=0.0,
+        truncation_quantile=None,
+    ):
         self.min_training_samples = min_training_samples
         self.resample_batch_size = resample_batch_size
         self.truncation_margin = truncation_margin
+        self.truncation_quantile = truncation_quantile
+        # (posterior, threshold) of the rounds so far: the region keeps the parameters
+        # whose log-density under each posterior (a frozen copy of the estimator) is at
+        # least its threshold. Empty without truncation_quantile.
+        self.density_cuts: list[tuple[object, float]] = []
+        self.x_obs = None
         self.box: tuple[np.ndarray, np.ndarray] | None = None  # (low, high) in u
         # The box of the last round that was trained: an interrupted round's box, proposed
         # but never simulated or trained, must not be reported as the run's.
@@ -227,6 +251,7 @@ class TruncatedStrategy(Strategy):
         if not hasattr(estimator, "network_"):
             return super().propose(estimator, x_obs, n, seed)
         prior = self.prior = estimator.prior_
+        self.x_obs = x_obs
         posterior = estimator.sample(x_obs, _TRUNCATION_SAMPLES, random_state=seed)
         low, high = prior.box_around(posterior, _TRUNCATION_TAIL)
         margin = self.truncation_margin * (high - low)
@@ -241,8 +266,37 @@ class TruncatedStrategy(Strategy):
         principal = PrincipalBox.around(
             prior.theta_to_u(posterior)[0], _TRUNCATION_TAIL, self.truncation_margin
         )
-        u = self._draw_region(n, principal, rng)
-        return prior.complete(u, rng), None
+        if self.truncation_quantile is None:
+            return prior.complete(self._draw_region(n, principal, rng), rng), None
+        return self._draw_dense(estimator, x_obs, n, principal, rng), None
+
+    def _draw_dense(self, estimator, x_obs, n: int, principal, rng) -> np.ndarray:
+        """``n`` rows of the prior restricted to the boxes' region and to where every
+        round's posterior density is at least its threshold, by rejection from the boxes'
+        region; this round's threshold is the ``truncation_quantile`` quantile of the
+        log-densities of draws of its posterior."""
+        draws = estimator.sample(x_obs, _DENSITY_SAMPLES, random_state=int(rng.integers(2**31)))
+        threshold = float(np.quantile(estimator.log_prob(draws, x_obs), self.truncation_quantile))
+        cuts = [*self.density_cuts, (copy.deepcopy(estimator), threshold)]
+        earlier_boxes = self.principal_boxes
+        kept, n_candidates, box_volume = [], 0, None
+        while sum(map(len, kept)) < n:
+            self.principal_boxes = earlier_boxes  # each pass adds this round's box once
+            u = self._draw_region(_DENSITY_OVERDRAW * n, principal, rng)
+            theta = self.prior.complete(u, rng)
+            box_volume = self.volume if box_volume is None else box_volume
+            kept.append(theta[_dense(theta, x_obs, cuts)])
+            n_candidates += len(theta)
+            if len(kept) >= _DENSITY_MAX_EMPTY_PASSES and not sum(map(len, kept)):
+                raise RuntimeError(
+                    "the density region holds none of the candidates drawn from the "
+                    "truncation boxes: the posterior of x_obs moved out of the earlier rounds' "
+                    "highest-density regions"
+                )
+        self.density_cuts = cuts
+        self.volume = box_volume * sum(map(len, kept)) / n_candidates
+        theta = np.concatenate(kept)
+        return theta[rng.permutation(len(theta))[:n]]
 
     def _draw_region(self, n: int, principal: PrincipalBox, rng) -> np.ndarray:
         """``n`` uniform draws from the region: the box ∩ the principal boxes of the earlier
@@ -295,8 +349,22 @@ class TruncatedStrategy(Strategy):
         self.trained_volume = self.volume
         outside = None
         if theta is not None:
-            outside = 1.0 - float(self.contains(self.prior.theta_to_u(theta)[0]).mean())
+            inside = self.contains(self.prior.theta_to_u(theta)[0])
+            if self.density_cuts:
+                inside &= _dense(theta, self.x_obs, self.density_cuts)
+            outside = 1.0 - float(inside.mean())
         return {"truncation_volume": self.trained_volume, "outside_region": outside}
+
+
+def _dense(theta: np.ndarray, x_obs, cuts) -> np.ndarray:
+    """Whether rows of theta reach every cut's density threshold; each tests the rows left."""
+    keep = np.ones(len(theta), dtype=bool)
+    with warnings.catch_warnings():
+        # The loop reports on x_obs itself; these are its own draws, tested again.
+        warnings.simplefilter("ignore", UserWarning)
+        for posterior, threshold in cuts:
+            keep[keep] = posterior.log_prob(theta[keep], x_obs) >= threshold
+    return keep
 
 
 def _inside(u: np.ndarray, boxes: list[PrincipalBox]) -> np.ndarray:
@@ -317,6 +385,11 @@ STRATEGIES = {
     "round_based": (RoundBasedStrategy, ("n_rounds",)),
     "truncated": (
         TruncatedStrategy,
-        ("min_training_samples", "resample_batch_size", "truncation_margin"),
+        (
+            "min_training_samples",
+            "resample_batch_size",
+            "truncation_margin",
+            "truncation_quantile",
+        ),
     ),
 }

@@ -354,6 +354,8 @@ def test_one_feature_simulator_output_is_a_column(tiny):
         ("n_rounds", -1, r"n_rounds=-1"),
         ("truncation_margin", -0.1, r"truncation_margin=-0.1 \(input should be greater than"),
         ("truncation_margin", float("nan"), r"truncation_margin=nan"),
+        ("truncation_quantile", 1.0, r"truncation_quantile=1.0 \(input should be less than 1"),
+        ("truncation_quantile", 0, r"truncation_quantile=0 \(input should be greater than 0"),
         ("n_jobs", 0, r"n_jobs=0 \(expected None, a positive int"),
         ("simulation_chunk_size", 0, r"simulation_chunk_size=0 \(input should be greater"),
         ("simulation_timeout", 0, r"simulation_timeout=0 \(input should be greater than 0"),

@@ -61,6 +61,42 @@ def test_a_principal_box_that_would_keep_almost_nothing_is_left_out():
     assert u.shape == (1000, 2) and strategy.volume == pytest.approx(0.25, rel=0.03)
 
 
+class GaussianPosterior:
+    """A stand-in for a fitted estimator: the posterior N(0, sd^2 I) in theta, whatever x."""
+
+    def __init__(self, sd):
+        self.sd = sd
+
+    def sample(self, x, n, random_state=None):
+        return self.sd * np.random.default_rng(random_state).standard_normal((n, 2))
+
+    def log_prob(self, theta, x):
+        return -0.5 * np.sum(theta**2, axis=1) / self.sd**2 - 2 * np.log(self.sd)
+
+
+def test_a_density_region_keeps_the_posteriors_highest_density_region_and_nests():
+    rng = np.random.default_rng(3)
+    strategy = TruncatedStrategy(truncation_quantile=1e-3)
+    strategy.prior = FactorizedPrior(PRIOR)
+    strategy.box = strategy.prior.cube_box()
+    whole = PrincipalBox.aligned(*strategy.box)
+    theta = strategy._draw_dense(GaussianPosterior(0.2), None, 20000, whole, rng)
+    # The threshold bounds a disk; it holds all but about 0.1 % of N(0, 0.04 I), whose
+    # radius^2 is 0.04 * 2 ln(1000) (the quantile of 20 draws in 20,000: a few % noise).
+    radius2 = 2 * 0.04 * (-strategy.density_cuts[0][1] - 2 * np.log(0.2))
+    assert radius2 == pytest.approx(0.04 * 2 * np.log(1000), rel=0.15)
+    r2 = np.sum(theta**2, axis=1)
+    assert r2.max() <= radius2
+    assert np.mean(r2 > 0.9 * radius2) == pytest.approx(0.1, abs=0.01)  # uniform on it
+    # Its share of the prior's square [-1, 1]^2: pi r^2 / 4.
+    assert strategy.volume == pytest.approx(np.pi * radius2 / 4, rel=0.03)
+    # A wider posterior next: the region stays inside the first one.
+    theta = strategy._draw_dense(GaussianPosterior(0.5), None, 5000, whole, rng)
+    assert len(strategy.density_cuts) == 2
+    assert np.sum(theta**2, axis=1).max() <= radius2
+    assert strategy.volume == pytest.approx(np.pi * radius2 / 4, rel=0.03)
+
+
 class DiagonalSimulator:
     """x = (theta_0 + theta_1, theta_0 - theta_1) with sd 0.02 and 0.4: a posterior narrow
     across the diagonal and wide along it. Keeps each call's theta."""
@@ -92,6 +128,22 @@ def test_truncated_rounds_of_a_correlated_posterior_draw_from_its_principal_box(
     last = np.concatenate(simulator.calls)[-seq.history_[-1]["n_simulations"] :]
     # Its rows lie near the line theta_0 + theta_1 = 0.2.
     assert np.quantile(np.abs(last.sum(1) - 0.2), 0.99) < 0.5
+
+
+@pytest.mark.slow
+def test_truncated_rounds_with_a_density_region_draw_from_inside_it(tiny):
+    est = FlowPosteriorEstimator(prior=PRIOR, random_state=0, **{**tiny, "max_epochs": 30})
+    simulator = DiagonalSimulator()
+    seq = SequentialInference(est, simulator, truncation_quantile=1e-3, random_state=0).run(
+        [0.2, 0.0], 800
+    )
+    strategy_volumes = [r["truncation_volume"] for r in seq.history_]
+    assert strategy_volumes[0] == 1.0
+    assert all(a >= 0.95 * b for a, b in zip(strategy_volumes, strategy_volumes[1:], strict=False))
+    # Each later round's rows reach the density threshold of every earlier round's posterior.
+    last = np.concatenate(simulator.calls)[-seq.history_[-1]["n_simulations"] :]
+    assert np.quantile(np.abs(last.sum(1) - 0.2), 0.99) < 0.5
+    assert 0.0 <= seq.history_[-1]["outside_region"] <= 1.0
 
 
 def test_a_posterior_outside_the_last_region_is_recorded_and_warned(tiny, monkeypatch):
