@@ -357,21 +357,23 @@ class TruncatedStrategy(Strategy):
 
 
 def _dense(theta: np.ndarray, x_obs, cuts) -> np.ndarray:
-    """Whether rows of theta reach every cut's density threshold; each tests the rows left."""
-    keep = np.ones(len(theta), dtype=bool)
+    """Whether rows of theta reach every cut's density threshold."""
     with warnings.catch_warnings():
         # The loop reports on x_obs itself; these are its own draws, tested again.
         warnings.simplefilter("ignore", UserWarning)
-        for posterior, threshold in cuts:
-            keep[keep] = posterior.log_prob(theta[keep], x_obs) >= threshold
-    return keep
+        return _passing_all(theta, [lambda t, p=p, c=c: p.log_prob(t, x_obs) >= c for p, c in cuts])
 
 
 def _inside(u: np.ndarray, boxes: list[PrincipalBox]) -> np.ndarray:
-    """Whether rows of u lie in every one of ``boxes``; each tests only the rows left."""
-    keep = np.ones(len(u), dtype=bool)
-    for box in boxes:
-        keep[keep] = box.contains(u[keep])
+    """Whether rows of u lie in every one of ``boxes``."""
+    return _passing_all(u, [box.contains for box in boxes])
+
+
+def _passing_all(rows: np.ndarray, tests) -> np.ndarray:
+    """Whether rows pass every test (rows -> bool per row); each tests only the rows left."""
+    keep = np.ones(len(rows), dtype=bool)
+    for test in tests:
+        keep[keep] = test(rows[keep])
     return keep
 
 

@@ -140,7 +140,7 @@ def test_truncated_rounds_with_a_density_region_draw_from_inside_it(tiny):
     strategy_volumes = [r["truncation_volume"] for r in seq.history_]
     assert strategy_volumes[0] == 1.0
     assert all(a >= 0.95 * b for a, b in zip(strategy_volumes, strategy_volumes[1:], strict=False))
-    # Each later round's rows reach the density threshold of every earlier round's posterior.
+    # The last round's rows lie near the line theta_0 + theta_1 = 0.2, as the posterior does.
     last = np.concatenate(simulator.calls)[-seq.history_[-1]["n_simulations"] :]
     assert np.quantile(np.abs(last.sum(1) - 0.2), 0.99) < 0.5
     assert 0.0 <= seq.history_[-1]["outside_region"] <= 1.0
