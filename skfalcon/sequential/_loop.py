@@ -218,8 +218,9 @@ class SequentialInference(BaseEstimator):
         them). The region then follows several modes, where boxes span the range between
         them. ``None``: the boxes alone. With ``1e-3`` and 5,000 simulations SLCP read a
         lower C2ST than with the boxes alone on each of three seeds (median 0.903 against
-        0.912); at 2,000 the Bernoulli GLM and the Gaussian mixture read the same and two
-        moons and a narrow 10-D Gaussian higher (``benchmarks/RESULTS.md``).
+        0.912), and 0.892 with rounds of 500 (``resample_batch_size=500``); at 2,000 the
+        Bernoulli GLM and the Gaussian mixture read the same and two moons and a narrow
+        10-D Gaussian higher (``benchmarks/RESULTS.md``).
     tol : float, default=None
         Stop early when the posterior of ``x_obs`` no longer moves: once a round moves it
         by less than ``tol`` nats (``posterior_movement`` in ``history_``), the run ends
