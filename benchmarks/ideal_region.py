@@ -26,8 +26,7 @@ _TAIL = 1e-3
 _N_SAMPLES = 10_000
 
 
-def run(seed, budget, box, x_obs, reference, estimator_params) -> dict:
-    task = SLCP()
+def run(task, seed, budget, box, x_obs, reference, estimator_params) -> dict:
     low, high = box
     theta = np.random.default_rng(seed).uniform(low, high, (budget, task.n_parameters))
     x = task.simulate(theta, random_state=seed)
@@ -65,7 +64,7 @@ def main() -> None:
     print(f"reference box: {share:.1%} of the prior's volume")
     results = []
     for seed in args.seeds:
-        result = run(seed, args.budget, (low, high), x_obs, reference, args.estimator_params)
+        result = run(task, seed, args.budget, (low, high), x_obs, reference, args.estimator_params)
         results.append(result)
         print(
             f"seed {seed}: C2ST {result['c2st']:.3f}, inside the box {result['c2st_inside']:.3f}"

@@ -279,22 +279,23 @@ class TruncatedStrategy(Strategy):
         threshold = float(np.quantile(estimator.log_prob(draws, x_obs), self.truncation_quantile))
         cuts = [*self.density_cuts, (copy.deepcopy(estimator), threshold)]
         earlier_boxes = self.principal_boxes
-        kept, n_candidates, box_volume = [], 0, None
-        while sum(map(len, kept)) < n:
+        kept, n_kept, n_candidates, box_volume = [], 0, 0, None
+        while n_kept < n:
             self.principal_boxes = earlier_boxes  # each pass adds this round's box once
             u = self._draw_region(_DENSITY_OVERDRAW * n, principal, rng)
             theta = self.prior.complete(u, rng)
             box_volume = self.volume if box_volume is None else box_volume
             kept.append(theta[_dense(theta, x_obs, cuts)])
+            n_kept += len(kept[-1])
             n_candidates += len(theta)
-            if len(kept) >= _DENSITY_MAX_EMPTY_PASSES and not sum(map(len, kept)):
+            if len(kept) >= _DENSITY_MAX_EMPTY_PASSES and not n_kept:
                 raise RuntimeError(
                     "the density region holds none of the candidates drawn from the "
                     "truncation boxes: the posterior of x_obs moved out of the earlier rounds' "
                     "highest-density regions"
                 )
         self.density_cuts = cuts
-        self.volume = box_volume * sum(map(len, kept)) / n_candidates
+        self.volume = box_volume * n_kept / n_candidates
         theta = np.concatenate(kept)
         return theta[rng.permutation(len(theta))[:n]]
 
