@@ -266,25 +266,27 @@ class TruncatedStrategy(Strategy):
         principal = PrincipalBox.around(
             prior.theta_to_u(posterior)[0], _TRUNCATION_TAIL, self.truncation_margin
         )
+        boxes, pilot = self._region(principal, rng)
         if self.truncation_quantile is None:
-            return prior.complete(self._draw_region(n, principal, rng), rng), None
-        return self._draw_dense(estimator, x_obs, n, principal, rng), None
+            u, self.volume = self._draw_region(n, boxes, rng, pilot)
+            self.principal_boxes = boxes[1:]
+            return prior.complete(u, rng), None
+        return self._draw_dense(estimator, x_obs, n, boxes, pilot, rng), None
 
-    def _draw_dense(self, estimator, x_obs, n: int, principal, rng) -> np.ndarray:
-        """``n`` rows of the prior restricted to the boxes' region and to where every
+    def _draw_dense(self, estimator, x_obs, n: int, boxes, pilot, rng) -> np.ndarray:
+        """``n`` rows of the prior restricted to the region of ``boxes`` and to where every
         round's posterior density is at least its threshold, by rejection from the boxes'
         region; this round's threshold is the ``truncation_quantile`` quantile of the
         log-densities of draws of its posterior."""
         draws = estimator.sample(x_obs, _DENSITY_SAMPLES, random_state=int(rng.integers(2**31)))
         threshold = float(np.quantile(estimator.log_prob(draws, x_obs), self.truncation_quantile))
         cuts = [*self.density_cuts, (copy.deepcopy(estimator), threshold)]
-        earlier_boxes = self.principal_boxes
-        kept, n_kept, n_candidates, box_volume = [], 0, 0, None
+        kept, n_kept, n_candidates, box_volumes = [], 0, 0, []
         while n_kept < n:
-            self.principal_boxes = earlier_boxes  # each pass adds this round's box once
-            u = self._draw_region(_DENSITY_OVERDRAW * n, principal, rng)
+            u, box_volume = self._draw_region(_DENSITY_OVERDRAW * n, boxes, rng, pilot)
+            pilot = None  # the pilot's candidates count in the first pass only
             theta = self.prior.complete(u, rng)
-            box_volume = self.volume if box_volume is None else box_volume
+            box_volumes.append(box_volume)
             kept.append(theta[_dense(theta, x_obs, cuts)])
             n_kept += len(kept[-1])
             n_candidates += len(theta)
@@ -294,45 +296,45 @@ class TruncatedStrategy(Strategy):
                     "truncation boxes: the posterior of x_obs moved out of the earlier rounds' "
                     "highest-density regions"
                 )
-        self.density_cuts = cuts
-        self.volume = box_volume * n_kept / n_candidates
+        self.principal_boxes, self.density_cuts = boxes[1:], cuts
+        # Every pass draws as many candidates: their mean estimates the boxes' share.
+        self.volume = float(np.mean(box_volumes)) * n_kept / n_candidates
         theta = np.concatenate(kept)
         return theta[rng.permutation(len(theta))[:n]]
 
-    def _draw_region(self, n: int, principal: PrincipalBox, rng) -> np.ndarray:
-        """``n`` uniform draws from the region: the box ∩ the principal boxes of the earlier
-        rounds ∩ ``principal``, by rejection from the candidates of the box of least
-        (non-zero) volume. ``principal`` is left out when too few candidates fall in the region."""
-        box = PrincipalBox.aligned(*self.box)
-
-        def pilot(boxes):
-            # A box of no volume draws a degenerate set; as a test it keeps too little.
-            generator = min((b for b in boxes if b.volume > 0), key=lambda b: b.volume)
-            u = generator.sample(_REJECTION_BATCH, rng)
-            return u[_inside(u, [b for b in boxes if b is not generator])], generator
-
-        boxes = [box, *self.principal_boxes, principal]
-        accepted, generator = pilot(boxes)
+    def _region(self, principal: PrincipalBox, rng) -> tuple[list[PrincipalBox], np.ndarray]:
+        """This round's region, the box ∩ the principal boxes of the earlier rounds ∩
+        ``principal``, as its boxes (the box first), with the pilot's candidates inside it.
+        ``principal`` is left out when too few candidates fall in the region."""
+        boxes = [PrincipalBox.aligned(*self.box), *self.principal_boxes, principal]
+        accepted = _pilot(boxes, rng)
         if len(accepted) < _MIN_ACCEPTANCE * _REJECTION_BATCH:
             # Degenerate or disjoint from the earlier region: this round without it.
             boxes = boxes[:-1]
-            accepted, generator = pilot(boxes)
+            accepted = _pilot(boxes, rng)
         if not len(accepted):
             raise RuntimeError(
                 f"the truncation region holds none of {_REJECTION_BATCH} candidates: the "
                 "posterior of x_obs moved out of the region of the earlier rounds"
             )
-        accepted, n_drawn = [accepted], _REJECTION_BATCH
+        return boxes, accepted
+
+    def _draw_region(
+        self, n: int, boxes: list[PrincipalBox], rng, pilot: np.ndarray | None = None
+    ) -> tuple[np.ndarray, float]:
+        """``n`` uniform draws from the region of ``boxes`` (see :meth:`_region`) by
+        rejection, counting the candidates ``pilot`` of one earlier batch, and the region's
+        share of the cube."""
+        accepted = [] if pilot is None else [pilot]
+        n_drawn = _REJECTION_BATCH * len(accepted)
         while sum(map(len, accepted)) < n:
-            accepted.append(pilot(boxes)[0])
+            accepted.append(_pilot(boxes, rng))
             n_drawn += _REJECTION_BATCH
-        self.principal_boxes = boxes[1:]
         # Shares of the cube: the generator's (the box's, scaled by their volumes) times
         # the share of its candidates kept.
-        share = self.prior.box_volume(*self.box) * generator.volume / box.volume
-        self.volume = share * sum(map(len, accepted)) / n_drawn
+        share = self.prior.box_volume(*self.box) * _generator(boxes).volume / boxes[0].volume
         u = np.concatenate(accepted)
-        return u[rng.permutation(len(u))[:n]]
+        return u[rng.permutation(len(u))[:n]], share * len(u) / n_drawn
 
     def current_box(self) -> tuple[np.ndarray, np.ndarray]:
         """The last box in u, or the whole cube before any truncation."""
@@ -363,6 +365,19 @@ def _dense(theta: np.ndarray, x_obs, cuts) -> np.ndarray:
         # The loop reports on x_obs itself; these are its own draws, tested again.
         warnings.simplefilter("ignore", UserWarning)
         return _passing_all(theta, [lambda t, p=p, c=c: p.log_prob(t, x_obs) >= c for p, c in cuts])
+
+
+def _generator(boxes: list[PrincipalBox]) -> PrincipalBox:
+    """The box of least non-zero volume: the candidates' source. A box of no volume
+    draws a degenerate set; as a test it keeps too little."""
+    return min((b for b in boxes if b.volume > 0), key=lambda b: b.volume)
+
+
+def _pilot(boxes: list[PrincipalBox], rng) -> np.ndarray:
+    """The candidates of one batch from the generator that lie in every other box."""
+    generator = _generator(boxes)
+    u = generator.sample(_REJECTION_BATCH, rng)
+    return u[_inside(u, [b for b in boxes if b is not generator])]
 
 
 def _inside(u: np.ndarray, boxes: list[PrincipalBox]) -> np.ndarray:

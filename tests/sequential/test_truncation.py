@@ -44,21 +44,25 @@ def test_region_draws_are_uniform_on_the_intersection_and_its_volume_is_estimate
     strategy = region_strategy()
     cube = strategy.prior.cube_box()[1][0]
     principal = PrincipalBox(np.zeros(2), np.eye(2), np.array([0.0, -cube]), np.full(2, cube))
-    u = strategy._draw_region(40000, principal, rng)
+    boxes, pilot = strategy._region(principal, rng)
+    u, volume = strategy._draw_region(40000, boxes, rng, pilot)
     # The box is [-b/2, b/2]^2; the principal box keeps its half with u_0 >= 0.
     assert np.all(u[:, 0] >= 0) and np.all(np.abs(u) <= cube / 2)
     np.testing.assert_allclose(u.mean(0), [cube / 4, 0.0], atol=0.01 * cube)
-    assert strategy.volume == pytest.approx(1 / 8, rel=0.03)
-    assert strategy.principal_boxes == [principal]
+    assert volume == pytest.approx(1 / 8, rel=0.03)
+    assert boxes[1:] == [principal]
+    # Drawing records nothing: the strategy's region changes only once a round is drawn.
+    assert strategy.principal_boxes == [] and strategy.volume == 1.0
 
 
 def test_a_principal_box_that_would_keep_almost_nothing_is_left_out():
     rng = np.random.default_rng(2)
     strategy = region_strategy()
     sliver = PrincipalBox(np.zeros(2), np.eye(2), np.full(2, 10.0), np.full(2, 10.0 + 1e-9))
-    u = strategy._draw_region(1000, sliver, rng)
-    assert strategy.principal_boxes == []
-    assert u.shape == (1000, 2) and strategy.volume == pytest.approx(0.25, rel=0.03)
+    boxes, pilot = strategy._region(sliver, rng)
+    u, volume = strategy._draw_region(1000, boxes, rng, pilot)
+    assert boxes[1:] == []
+    assert u.shape == (1000, 2) and volume == pytest.approx(0.25, rel=0.03)
 
 
 class GaussianPosterior:
@@ -80,7 +84,7 @@ def test_a_density_region_keeps_the_posteriors_highest_density_region_and_nests(
     strategy.prior = FactorizedPrior(PRIOR)
     strategy.box = strategy.prior.cube_box()
     whole = PrincipalBox.aligned(*strategy.box)
-    theta = strategy._draw_dense(GaussianPosterior(0.2), None, 20000, whole, rng)
+    theta = strategy._draw_dense(GaussianPosterior(0.2), None, 20000, [whole], None, rng)
     # The threshold bounds a disk; it holds all but about 0.1 % of N(0, 0.04 I), whose
     # radius^2 is 0.04 * 2 ln(1000) (the quantile of 20 draws in 20,000: a few % noise).
     radius2 = 2 * 0.04 * (-strategy.density_cuts[0][1] - 2 * np.log(0.2))
@@ -91,7 +95,7 @@ def test_a_density_region_keeps_the_posteriors_highest_density_region_and_nests(
     # Its share of the prior's square [-1, 1]^2: pi r^2 / 4.
     assert strategy.volume == pytest.approx(np.pi * radius2 / 4, rel=0.03)
     # A wider posterior next: the region stays inside the first one.
-    theta = strategy._draw_dense(GaussianPosterior(0.5), None, 5000, whole, rng)
+    theta = strategy._draw_dense(GaussianPosterior(0.5), None, 5000, [whole], None, rng)
     assert len(strategy.density_cuts) == 2
     assert np.sum(theta**2, axis=1).max() <= radius2
     assert strategy.volume == pytest.approx(np.pi * radius2 / 4, rel=0.03)
