@@ -35,6 +35,7 @@ from skfalcon.engine.embeddings import (
 )
 from skfalcon.engine.ensemble import EnsemblePosterior, MixtureConditional
 from skfalcon.engine.flows import (
+    AUTO_FAMILIES,
     FLOW_FAMILIES,
     NormalizedFlow,
     build_flow,
@@ -77,6 +78,7 @@ from skfalcon.engine.training import (
 
 __all__ = [
     "EMBEDDING_PRESETS",
+    "AUTO_FAMILIES",
     "FLOW_FAMILIES",
     "CNN1dEmbedding",
     "DeepSetEmbedding",

@@ -30,6 +30,7 @@ from skfalcon.engine.seeding import torch_seed_scope
 from skfalcon.engine.splines import NSF
 
 __all__ = [
+    "AUTO_FAMILIES",
     "FLOW_FAMILIES",
     "NormalizedFlow",
     "build_flow",
@@ -58,6 +59,11 @@ FLOW_FAMILIES = {
     # A continuous flow trained by flow matching (one ODE, no transforms or bins).
     "flow_matching": FlowMatchingFlow,
 }
+
+#: The families ``net_type="auto"`` trains and chooses between by validation loss: the
+#: spline flow for posteriors of any shape, and the affine flow, which holds fewer
+#: parameters and generalizes better where the posterior is close to Gaussian.
+AUTO_FAMILIES = ("nsf", "maf")
 
 # Transforms when none are asked for: a coupling layer transforms about half of the
 # coordinates, so coupling flows get more layers.

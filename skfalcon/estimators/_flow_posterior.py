@@ -1,6 +1,8 @@
 """FlowPosteriorEstimator: the scikit-learn façade of the dual-flow posterior."""
 
 import copy
+import dataclasses
+import math
 import os
 import warnings
 
@@ -10,6 +12,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from skfalcon.engine import (
+    AUTO_FAMILIES,
     LogNormalizerCache,
     NetworkSpec,
     SamplerConfig,
@@ -88,11 +91,18 @@ class FlowPosteriorEstimator(BaseEstimator):
         Indices of nuisance parameters that are simulated but not inferred (negative
         indices count from the end).
     net_type : str, default="nsf"
-        Flow family of both flows. ``"nsf"`` is autoregressive: densities take one network
-        pass per transform, samples one pass per parameter per transform, each through
-        only the units that parameter depends on. ``"spline_coupling"`` puts the same
-        splines in coupling layers, one pass per transform both ways, at some cost in
-        accuracy on the benchmark tasks (see the user guide).
+        Flow family of both flows. ``"auto"`` trains a network of each of ``"nsf"`` and
+        ``"maf"`` (the affine autoregressive flow) on the same rows from the same seed and
+        keeps the one whose posterior flow reads the lower validation loss, the held-out
+        negative log-likelihood (``validation_losses_``); ``"nsf"`` without validation
+        rows. The affine flow has fewer parameters and wins where the posterior is close to
+        Gaussian; the splines win where it is not (see the user guide). Later
+        ``partial_fit`` rounds keep the family chosen. ``"nsf"`` is autoregressive:
+        densities take one network pass per transform, samples one pass per parameter per
+        transform, each through only the units that parameter depends on.
+        ``"spline_coupling"`` puts the same splines in coupling layers, one pass per
+        transform both ways, at some cost in accuracy on the benchmark tasks (see the user
+        guide).
         ``"nsf_coupling"``, ``"maf"``, ``"nice"``, ``"realnvp"``, ``"naf"``, ``"unaf"``,
         ``"ncsf"``, ``"sospf"``, ``"bpf"`` and ``"gf"`` are zuko's families.
         ``"flow_matching"`` is a continuous flow trained by flow matching (one residual
@@ -266,6 +276,12 @@ class FlowPosteriorEstimator(BaseEstimator):
     network_ : DualFlowPosterior or EnsemblePosterior
         The trained flows and embedding (torch module); an ensemble of such members when
         ``ensemble_size > 1``.
+    net_type_ : str
+        The flow family of ``network_``: ``net_type``, or the one ``"auto"`` chose.
+    validation_losses_ : dict of str to float
+        Each flow family the last fit or round trained, and the validation loss of its
+        posterior flow at its best epoch (``inf`` without validation rows): one entry,
+        or with ``net_type="auto"`` one per family tried.
     history_ : list of dict
         One record per epoch: ``train_loss``, ``val_loss`` (and their conditional and
         marginal parts), ``best_val_loss``, ``lr``, ``skipped_steps``, ``seconds``, and
@@ -441,6 +457,10 @@ class FlowPosteriorEstimator(BaseEstimator):
         return self.parameter_space_.n_inferred
 
     @property
+    def net_type_(self) -> str:
+        return self.network_.spec.net_type
+
+    @property
     def marginal_(self):
         kind = self.network_.marginal_policy.kind
         return None if kind == "none" else kind
@@ -571,12 +591,19 @@ class FlowPosteriorEstimator(BaseEstimator):
         store, seed, x_scaling, n_discarded = self._next_store(previous, rows, x_net, params, warm)
         policy = choose_marginal(space.is_prior, store.prior_fraction(), params.marginal)
         config = params.training_config(max_epochs)
-        with torch_seed_scope(seed, device):
-            network = self._round_network(params, space, x_net, net_shape, warm, reset_network)
-            network.set_marginal_policy(policy)
-            result = _train(
-                network, store, config, device, params, len(self.history_) if warm else 0
-            )
+        network, result, validation_losses = _train_families(
+            lambda family: self._round_network(
+                params, space, x_net, net_shape, warm, reset_network, family
+            ),
+            _families(params, store, warm),
+            store,
+            policy,
+            config,
+            device,
+            params,
+            seed,
+            len(self.history_) if warm else 0,
+        )
         if result.interrupted and not result.history:
             # Nothing was learned: the estimator stays as it was, fitted or not.
             raise KeyboardInterrupt
@@ -592,6 +619,7 @@ class FlowPosteriorEstimator(BaseEstimator):
         self.observation_shape_ = observation_shape_of(y)
         self.device_ = device
         self.network_ = network
+        self.validation_losses_ = validation_losses
         self._store = store
         self.x_reference_ = x_reference
         self._log_z = LogNormalizerCache(seed, params.proposal_mixture_beta)
@@ -616,11 +644,12 @@ class FlowPosteriorEstimator(BaseEstimator):
             elif hasattr(self, attribute):
                 delattr(self, attribute)
 
-    def _round_network(self, params, space, x, shape, warm: bool, reset: bool):
-        """The network a round trains: new, rebuilt from the spec, or a copy of the current
-        one (so that a failed or interrupted round leaves the fitted model intact)."""
+    def _round_network(self, params, space, x, shape, warm: bool, reset: bool, net_type):
+        """The network a round trains: new (of the family ``net_type``), rebuilt from the
+        spec, or a copy of the current one (so that a failed or interrupted round leaves the
+        fitted model intact)."""
         if not warm:
-            return _network_spec(params, space, x, shape).build()
+            return _network_spec(params, space, x, shape, net_type).build()
         return self.network_.spec.build() if reset else copy.deepcopy(self.network_)
 
     def _next_store(self, previous: SampleStore | None, rows, x: np.ndarray, params, warm):
@@ -962,18 +991,64 @@ class FlowPosteriorEstimator(BaseEstimator):
         return (theta, log_prob) if return_log_prob else theta
 
 
+def _families(params, store, warm: bool) -> tuple:
+    """The flow families a fit trains: ``None`` (the current network's) for a warm round;
+    for ``net_type="auto"`` :data:`~skfalcon.engine.AUTO_FAMILIES`, or its first without
+    validation rows to choose by."""
+    if warm:
+        return (None,)
+    if params.net_type != "auto":
+        return (params.net_type,)
+    return AUTO_FAMILIES if bool(store.is_validation.any()) else AUTO_FAMILIES[:1]
+
+
+def _train_families(build, families, store, policy, config, device, params, seed, offset):
+    """Train a network of each of ``families`` (``build(family)`` makes it) from the round's
+    seed and keep the one whose posterior flow reads the least validation loss.
+
+    Returns that network, its training result and each trained family's loss. A family
+    whose training diverges is passed over while another trains; an interrupt ends the
+    search with the networks trained so far, and the result kept says it was interrupted.
+    """
+    trained, failures = {}, []
+    for family in families:
+        with torch_seed_scope(seed, device):
+            network = build(family)
+            network.set_marginal_policy(policy)
+            try:
+                result = _train(network, store, config, device, params, offset)
+            except TrainingDivergedError as exc:
+                failures.append(f"{family}: {exc}" if len(families) > 1 else str(exc))
+                continue
+        trained[network.spec.net_type] = (network, result)
+        if result.interrupted:
+            break
+    if not trained:
+        raise RuntimeError(
+            f"Training diverged: {'; '.join(failures)}. Lower lr, raise batch_size, or check "
+            "x and theta for extreme values; the estimator was left as it was before this call."
+        )
+    losses = {family: _validation_loss(result) for family, (_, result) in trained.items()}
+    network, result = trained[min(losses, key=losses.get)]
+    interrupted = any(r.interrupted for _, r in trained.values())
+    return network, dataclasses.replace(result, interrupted=interrupted), losses
+
+
+def _validation_loss(result) -> float:
+    """The posterior flow's validation loss at the best epoch (inf without one)."""
+    for record in result.history:
+        if record["epoch"] == result.best_epoch and record["val_loss_conditional"] is not None:
+            return float(record["val_loss_conditional"])
+    return math.inf
+
+
 def _train(network, store, config, device, params, epoch_offset: int):
-    """Train with a progress bar when ``verbose``; divergence as an error that says what to do."""
+    """Train with a progress bar when ``verbose``."""
     progress = FitProgress(config.max_epochs) if params.verbose else None
     try:
         return train(
             network, store, config, device, on_epoch_end=progress, epoch_offset=epoch_offset
         )
-    except TrainingDivergedError as exc:
-        raise RuntimeError(
-            f"Training diverged: {exc}. Lower lr, raise batch_size, or check "
-            "x and theta for extreme values; the estimator was left as it was before this call."
-        ) from None
     finally:
         if progress is not None:
             progress.close()
@@ -1021,16 +1096,17 @@ def _parameter_space(params, theta):
     return prior
 
 
-def _network_spec(params, space, x: np.ndarray, shape) -> NetworkSpec:
-    """The spec of new dual flows for these hyperparameters and training data."""
+def _network_spec(params, space, x: np.ndarray, shape, net_type: str) -> NetworkSpec:
+    """The spec of new dual flows of the family ``net_type`` for these hyperparameters and
+    training data."""
     return NetworkSpec(
         features=space.n_free,
         observation_features=x.shape[1],
         embedding=embedding_spec(params, shape),
         marginal=space.is_prior,
-        net_type=params.net_type,
-        num_transforms=default_num_transforms(params.net_type, params.num_transforms),
-        hidden_features=default_hidden_features(params.net_type, params.hidden_features),
+        net_type=net_type,
+        num_transforms=default_num_transforms(net_type, params.num_transforms),
+        hidden_features=default_hidden_features(net_type, params.hidden_features),
         num_bins=params.num_bins,
         ensemble_size=params.ensemble_size,
         theta_norm=params.theta_norm,

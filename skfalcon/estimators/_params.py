@@ -72,7 +72,7 @@ class FlowPosteriorParams(BaseModel):
     prior: Any = None
     # Ranges (negative indices count from the end) are the prior's to check.
     marginalize: tuple[int, ...] | int | None = None
-    net_type: Literal[tuple(FLOW_FAMILIES)] = "nsf"  # type: ignore[valid-type]
+    net_type: Literal[(*FLOW_FAMILIES, "auto")] = "nsf"  # type: ignore[valid-type]
     num_transforms: Annotated[int, Field(ge=1)] | None = None
     hidden_features: _Widths | None = None
     num_bins: Annotated[int, Field(ge=2)] = 8
