@@ -97,7 +97,7 @@ class FlowPosteriorEstimator(BaseEstimator):
         negative log-likelihood (``validation_losses_``); ``"nsf"`` without validation
         rows. The affine flow has fewer parameters and wins where the posterior is close to
         Gaussian; the splines win where it is not (see the user guide). Later
-        ``partial_fit`` rounds keep the family chosen. ``"nsf"`` is autoregressive:
+        ``partial_fit`` rounds keep the family chosen, unless ``reset_network=True``. ``"nsf"`` is autoregressive:
         densities take one network pass per transform, samples one pass per parameter per
         transform, each through only the units that parameter depends on.
         ``"spline_coupling"`` puts the same splines in coupling layers, one pass per
@@ -533,7 +533,8 @@ class FlowPosteriorEstimator(BaseEstimator):
             The most epochs of this round; ``None`` uses the hyperparameter.
         reset_network : bool, default=False
             Re-initialise the networks before this round instead of continuing from the
-            current weights (Falcon's ``reset_network_after_pause``).
+            current weights (Falcon's ``reset_network_after_pause``); with
+            ``net_type="auto"`` the family is chosen again.
 
         Returns
         -------
@@ -595,7 +596,7 @@ class FlowPosteriorEstimator(BaseEstimator):
             lambda family: self._round_network(
                 params, space, x_net, net_shape, warm, reset_network, family
             ),
-            _families(params, store, warm),
+            _families(params, store, warm, reset_network),
             store,
             policy,
             config,
@@ -645,12 +646,22 @@ class FlowPosteriorEstimator(BaseEstimator):
                 delattr(self, attribute)
 
     def _round_network(self, params, space, x, shape, warm: bool, reset: bool, net_type):
-        """The network a round trains: new (of the family ``net_type``), rebuilt from the
-        spec, or a copy of the current one (so that a failed or interrupted round leaves the
-        fitted model intact)."""
+        """The network a round trains: new, rebuilt from the spec (of the family
+        ``net_type`` when given), or a copy of the current one (so that a failed or
+        interrupted round leaves the fitted model intact)."""
         if not warm:
             return _network_spec(params, space, x, shape, net_type).build()
-        return self.network_.spec.build() if reset else copy.deepcopy(self.network_)
+        if not reset:
+            return copy.deepcopy(self.network_)
+        spec = self.network_.spec
+        if net_type is not None:
+            spec = dataclasses.replace(
+                spec,
+                net_type=net_type,
+                num_transforms=default_num_transforms(net_type, params.num_transforms),
+                hidden_features=default_hidden_features(net_type, params.hidden_features),
+            )
+        return spec.build()
 
     def _next_store(self, previous: SampleStore | None, rows, x: np.ndarray, params, warm):
         """The store of this round, its seed, the scaling of ``x`` and the rows discarded.
@@ -991,14 +1002,15 @@ class FlowPosteriorEstimator(BaseEstimator):
         return (theta, log_prob) if return_log_prob else theta
 
 
-def _families(params, store, warm: bool) -> tuple:
-    """The flow families a fit trains: ``None`` (the current network's) for a warm round;
-    for ``net_type="auto"`` :data:`~skfalcon.engine.AUTO_FAMILIES`, or its first without
-    validation rows to choose by."""
-    if warm:
-        return (None,)
+def _families(params, store, warm: bool, reset: bool) -> tuple:
+    """The flow families a fit trains: ``None`` (the current network's) for a warm round
+    that continues or with a set ``net_type``; for ``net_type="auto"`` on new networks
+    :data:`~skfalcon.engine.AUTO_FAMILIES`, or its first without validation rows to
+    choose by."""
     if params.net_type != "auto":
-        return (params.net_type,)
+        return (None,) if warm else (params.net_type,)
+    if warm and not reset:
+        return (None,)
     return AUTO_FAMILIES if bool(store.is_validation.any()) else AUTO_FAMILIES[:1]
 
 

@@ -59,17 +59,24 @@ def test_auto_keeps_the_spline_flow_for_a_bimodal_posterior():
     assert est.validation_losses_["maf"] > est.validation_losses_["nsf"] + 1.0
 
 
-def test_a_later_round_keeps_the_chosen_family_and_pickles(tmp_path):
+def test_a_later_round_keeps_the_chosen_family_new_networks_choose_again_and_pickle(tmp_path):
     theta, x = squared(600)
     est = fit(theta[:300], x[:300], net_type="auto", max_epochs=3)
     chosen = est.net_type_
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        est.partial_fit(theta[300:], x[300:])
+        est.partial_fit(theta[300:500], x[300:500])
     assert est.net_type_ == chosen and set(est.validation_losses_) == {chosen}
+    # New networks choose again, on the whole store.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.partial_fit(theta[500:], x[500:], reset_network=True)
+    assert set(est.validation_losses_) == {"nsf", "maf"}
+    assert est.net_type_ == min(est.validation_losses_, key=est.validation_losses_.get)
     joblib.dump(est, tmp_path / "est.joblib")
     loaded = joblib.load(tmp_path / "est.joblib")
-    assert loaded.net_type_ == chosen and loaded.validation_losses_ == est.validation_losses_
+    assert loaded.net_type_ == est.net_type_
+    assert loaded.validation_losses_ == est.validation_losses_
     np.testing.assert_array_equal(
         loaded.sample(x[0], 20, random_state=0), est.sample(x[0], 20, random_state=0)
     )
