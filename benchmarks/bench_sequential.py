@@ -138,6 +138,10 @@ def run_skfalcon(
         "rounds": len(loop.history_),
         "epochs": loop.estimator_.n_iter_,
         "final_fit": last["final_fit"],
+        "net_type": loop.estimator_.net_type_,
+        "validation_losses": {
+            family: round(loss, 4) for family, loss in loop.estimator_.validation_losses_.items()
+        },
         "stop_reason": loop.stop_reason_,
         "posterior_movement": [round(r["posterior_movement"], 4) for r in loop.history_[1:]],
         "truncation_volume": last["truncation_volume"],
