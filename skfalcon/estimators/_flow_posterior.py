@@ -593,17 +593,12 @@ class FlowPosteriorEstimator(BaseEstimator):
         policy = choose_marginal(space.is_prior, store.prior_fraction(), params.marginal)
         config = params.training_config(max_epochs)
         network, result, validation_losses = _train_families(
-            lambda family: self._round_network(
-                params, space, x_net, net_shape, warm, reset_network, family
-            ),
-            _families(params, store, warm, reset_network),
-            store,
-            policy,
-            config,
-            device,
-            params,
-            seed,
-            len(self.history_) if warm else 0,
+            self.network_ if warm else None,
+            (params, space, x_net, net_shape),
+            (store, policy, config, device),
+            seed=seed,
+            offset=len(self.history_) if warm else 0,
+            reset=reset_network,
         )
         if result.interrupted and not result.history:
             # Nothing was learned: the estimator stays as it was, fitted or not.
@@ -645,24 +640,6 @@ class FlowPosteriorEstimator(BaseEstimator):
             elif hasattr(self, attribute):
                 delattr(self, attribute)
 
-    def _round_network(self, params, space, x, shape, warm: bool, reset: bool, net_type):
-        """The network a round trains: new, rebuilt from the spec (of the family
-        ``net_type`` when given), or a copy of the current one (so that a failed or
-        interrupted round leaves the fitted model intact)."""
-        if not warm:
-            return _network_spec(params, space, x, shape, net_type).build()
-        if not reset:
-            return copy.deepcopy(self.network_)
-        spec = self.network_.spec
-        if net_type is not None:
-            spec = dataclasses.replace(
-                spec,
-                net_type=net_type,
-                num_transforms=default_num_transforms(net_type, params.num_transforms),
-                hidden_features=default_hidden_features(net_type, params.hidden_features),
-            )
-        return spec.build()
-
     def _next_store(self, previous: SampleStore | None, rows, x: np.ndarray, params, warm):
         """The store of this round, its seed, the scaling of ``x`` and the rows discarded.
 
@@ -685,21 +662,10 @@ class FlowPosteriorEstimator(BaseEstimator):
             torch.as_tensor(rows.from_prior),
             split,
         ).limit(params.store_capacity, params.validation_fraction)
-        store, n_discarded = self._discard(store, params) if previous else (store, 0)
+        if not previous:
+            return store, seed, scaling, 0
+        store, n_discarded = _discard(self.network_, self.device_, store, params)
         return store, seed, scaling, n_discarded
-
-    def _discard(self, store: SampleStore, params) -> tuple[SampleStore, int]:
-        """Drop the stored rows implausible under the current posterior estimate."""
-        if params.discard_log_ratio is None:
-            return store, 0
-        kept = log_ratio_to_proposal(self.network_, store, self.device_) >= params.discard_log_ratio
-        if not bool((kept & ~store.is_validation).any()):
-            raise ValueError(
-                f"discard_log_ratio={params.discard_log_ratio} would drop all "
-                f"{int((~store.is_validation).sum())} training rows (every log-ratio is below "
-                "it); lower it or set discard_log_ratio=None. The estimator was left as it was."
-            )
-        return store.select(kept, filters_prior_rows=True), int((~kept).sum())
 
     # ------------------------------------------------------------------ inference
 
@@ -1002,6 +968,44 @@ class FlowPosteriorEstimator(BaseEstimator):
         return (theta, log_prob) if return_log_prob else theta
 
 
+def _discard(network, device, store: SampleStore, params) -> tuple[SampleStore, int]:
+    """Drop the stored rows implausible under the current posterior estimate ``network``."""
+    if params.discard_log_ratio is None:
+        return store, 0
+    kept = log_ratio_to_proposal(network, store, device) >= params.discard_log_ratio
+    if not bool((kept & ~store.is_validation).any()):
+        raise ValueError(
+            f"discard_log_ratio={params.discard_log_ratio} would drop all "
+            f"{int((~store.is_validation).sum())} training rows (every log-ratio is below "
+            "it); lower it or set discard_log_ratio=None. The estimator was left as it was."
+        )
+    return store.select(kept, filters_prior_rows=True), int((~kept).sum())
+
+
+def _round_network(current, data, reset: bool, net_type):
+    """The network a round trains (``data`` is ``(params, space, x, shape)``): new of the
+    family ``net_type`` without a ``current`` one; else a copy of it (so that a failed or
+    interrupted round leaves the fitted model intact), or with ``reset`` new from its spec,
+    of the family ``net_type`` when given."""
+    params, space, x, shape = data
+    if current is None:
+        return _network_spec(params, space, x, shape, net_type).build()
+    if not reset:
+        return copy.deepcopy(current)
+    if net_type is None:
+        return current.spec.build()
+    return dataclasses.replace(current.spec, **_family_fields(params, net_type)).build()
+
+
+def _family_fields(params, net_type: str) -> dict:
+    """The spec fields of the family ``net_type``: its name, transforms and widths."""
+    return {
+        "net_type": net_type,
+        "num_transforms": default_num_transforms(net_type, params.num_transforms),
+        "hidden_features": default_hidden_features(net_type, params.hidden_features),
+    }
+
+
 def _families(params, store, warm: bool, reset: bool) -> tuple:
     """The flow families a fit trains: ``None`` (the current network's) for a warm round
     that continues or with a set ``net_type``; for ``net_type="auto"`` on new networks
@@ -1014,18 +1018,24 @@ def _families(params, store, warm: bool, reset: bool) -> tuple:
     return AUTO_FAMILIES if bool(store.is_validation.any()) else AUTO_FAMILIES[:1]
 
 
-def _train_families(build, families, store, policy, config, device, params, seed, offset):
-    """Train a network of each of ``families`` (``build(family)`` makes it) from the round's
-    seed and keep the one whose posterior flow reads the least validation loss.
+def _train_families(current, data, training, *, seed: int, offset: int, reset: bool):
+    """Train a network of each family :func:`_families` names from the round's ``seed`` and
+    keep the one whose posterior flow reads the least validation loss. ``current`` is the
+    fitted network of a warm round (else ``None``) and ``data`` ``(params, space, x,
+    shape)``, as :func:`_round_network` takes them; ``training`` is ``(store, policy,
+    config, device)``.
 
     Returns that network, its training result and each trained family's loss. A family
     whose training diverges is passed over while another trains; an interrupt ends the
     search with the networks trained so far, and the result kept says it was interrupted.
     """
+    params = data[0]
+    store, policy, config, device = training
+    families = _families(params, store, current is not None, reset)
     trained, failures = {}, []
     for family in families:
         with torch_seed_scope(seed, device):
-            network = build(family)
+            network = _round_network(current, data, reset, family)
             network.set_marginal_policy(policy)
             try:
                 result = _train(network, store, config, device, params, offset)
@@ -1116,9 +1126,7 @@ def _network_spec(params, space, x: np.ndarray, shape, net_type: str) -> Network
         observation_features=x.shape[1],
         embedding=embedding_spec(params, shape),
         marginal=space.is_prior,
-        net_type=net_type,
-        num_transforms=default_num_transforms(net_type, params.num_transforms),
-        hidden_features=default_hidden_features(net_type, params.hidden_features),
+        **_family_fields(params, net_type),
         num_bins=params.num_bins,
         ensemble_size=params.ensemble_size,
         theta_norm=params.theta_norm,
