@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from skfalcon.engine.coupling import CouplingNSF, inverse_and_log_det
 from skfalcon.engine.flow_matching import FlowMatchingFlow
+from skfalcon.engine.gaussian import LinearGaussian
 from skfalcon.engine.normalization import RunningNorm
 from skfalcon.engine.seeding import torch_seed_scope
 from skfalcon.engine.splines import NSF
@@ -58,6 +59,8 @@ FLOW_FAMILIES = {
     "gf": zuko.flows.GF,
     # A continuous flow trained by flow matching (one ODE, no transforms or bins).
     "flow_matching": FlowMatchingFlow,
+    # A Gaussian whose mean is affine in the context: no transforms, bins or hidden layers.
+    "gaussian": LinearGaussian,
 }
 
 #: The families ``net_type="auto"`` trains and chooses between by validation loss: the
@@ -113,9 +116,11 @@ def build_flow(
 
     ``"flow_matching"`` has one vector field (``vector_field``, one of
     :data:`~skfalcon.engine.flow_matching.FIELDS`) of widths ``hidden_features`` and
-    ignores ``num_transforms`` and ``num_bins``; the other families ignore
-    ``vector_field``.
+    ignores ``num_transforms`` and ``num_bins``; ``"gaussian"`` ignores all four; the
+    other families ignore ``vector_field``.
     """
+    if net_type == "gaussian":
+        return LinearGaussian(features, context)
     if net_type == "flow_matching":
         return FlowMatchingFlow(
             features, context, hidden_features=tuple(hidden_features), field=vector_field

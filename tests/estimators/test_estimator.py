@@ -249,7 +249,18 @@ def test_every_flow_family_fits_and_samples(moons_data, tiny):
     task, theta, x = moons_data
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for net_type in ["maf", "nice", "realnvp", "naf", "unaf", "ncsf", "sospf", "bpf", "gf"]:
+        for net_type in [
+            "maf",
+            "nice",
+            "realnvp",
+            "naf",
+            "unaf",
+            "ncsf",
+            "sospf",
+            "bpf",
+            "gf",
+            "gaussian",
+        ]:
             est = FlowPosteriorEstimator(
                 prior=task.prior, net_type=net_type, random_state=0, **{**tiny, "max_epochs": 1}
             ).fit(theta[:200], x[:200])
