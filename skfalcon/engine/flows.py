@@ -64,9 +64,10 @@ FLOW_FAMILIES = {
 }
 
 #: The families ``net_type="auto"`` trains and chooses between by validation loss: the
-#: spline flow for posteriors of any shape, and the affine flow, which holds fewer
-#: parameters and generalizes better where the posterior is close to Gaussian.
-AUTO_FAMILIES = ("nsf", "maf")
+#: spline flow for posteriors of any shape, the affine flow, which holds fewer parameters
+#: and generalizes better where the posterior is close to Gaussian, and the Gaussian with
+#: a mean affine in the observation, exact for linear-Gaussian simulators.
+AUTO_FAMILIES = ("nsf", "maf", "gaussian")
 
 # Transforms when none are asked for: a coupling layer transforms about half of the
 # coordinates, so coupling flows get more layers.

@@ -91,13 +91,19 @@ class FlowPosteriorEstimator(BaseEstimator):
         Indices of nuisance parameters that are simulated but not inferred (negative
         indices count from the end).
     net_type : str, default="nsf"
-        Flow family of both flows. ``"auto"`` trains a network of each of ``"nsf"`` and
-        ``"maf"`` (the affine autoregressive flow) on the same rows from the same seed and
-        keeps the one whose posterior flow reads the lower validation loss, the held-out
-        negative log-likelihood (``validation_losses_``); ``"nsf"`` without validation
-        rows. The affine flow has fewer parameters and wins where the posterior is close to
-        Gaussian; the splines win where it is not (see the user guide). Later
-        ``partial_fit`` rounds keep the family chosen, unless ``reset_network=True``. ``"nsf"`` is autoregressive:
+        Flow family of both flows. ``"auto"`` trains a network of each of ``"nsf"``,
+        ``"maf"`` (the affine autoregressive flow) and ``"gaussian"`` on the same rows from
+        the same seed and keeps the one whose posterior flow reads the lower validation
+        loss, the held-out negative log-likelihood (``validation_losses_``); ``"nsf"``
+        without validation rows. The affine flow has fewer parameters and wins where the
+        posterior is close to Gaussian, the Gaussian where it is Gaussian with a mean
+        linear in the observation; the splines win where it is neither (see the user
+        guide). Later ``partial_fit`` rounds keep the family chosen, unless
+        ``reset_network=True``. ``"gaussian"`` is
+        :math:`\mathcal{N}(A s(x) + b, L L^\top)` on the probit image of the cube
+        (:mod:`skfalcon.engine.gaussian`): a linear regression with a full covariance,
+        exact for linear-Gaussian simulators under Gaussian priors;
+        ``num_transforms``, ``hidden_features`` and ``num_bins`` are unused. ``"nsf"`` is autoregressive:
         densities take one network pass per transform, samples one pass per parameter per
         transform, each through only the units that parameter depends on.
         ``"spline_coupling"`` puts the same splines in coupling layers, one pass per
