@@ -7,6 +7,7 @@ module                    its one job
 ========================  ==============================================================
 ``flows``                 zuko flow families behind the probit map and a running norm
 ``flow_matching``         a continuous flow family trained by flow matching
+``gaussian``              a Gaussian family with a mean affine in the observation
 ``splines``               zuko's spline flows with a faster normalisation of the bins
 ``coupling``              coupling spline flows and the one-evaluation inverses
 ``normalization``         the online running normalisation
