@@ -173,7 +173,7 @@ class FlowPosteriorEstimator(BaseEstimator):
     lr : float, default=None
         AdamW learning rate. ``None`` is :math:`2 \cdot 10^{-3} \sqrt{B / 512}` for
         minibatches of :math:`B` rows (square-root scaling with the batch size; 2e-3 at
-        the 512 rows of most fits).
+        the 512 rows of most fits), and ten times that for ``net_type="gaussian"``.
     weight_decay : float, default=0.0
         AdamW decoupled weight decay.
     ema_epochs : float, default=3.0

@@ -12,6 +12,7 @@ from skfalcon.engine import (
     TrainingConfig,
     train,
 )
+from skfalcon.engine.network import NetworkSpec
 from skfalcon.engine.training import automatic_batch_size, automatic_lr
 
 
@@ -91,6 +92,22 @@ def test_automatic_lr_scales_with_the_square_root_of_the_batch():
     assert automatic_lr(512) == pytest.approx(2e-3)
     assert automatic_lr(1024) == pytest.approx(2e-3 * math.sqrt(2))
     assert automatic_lr(128) == pytest.approx(1e-3)
+
+
+def test_the_gaussian_family_trains_at_ten_times_the_flows_automatic_rate():
+    assert automatic_lr(512, "gaussian") == pytest.approx(2e-2)
+    assert automatic_lr(512, "nsf") == automatic_lr(512, "maf") == automatic_lr(512)
+    spec = NetworkSpec(features=1, observation_features=1, net_type="gaussian", cube_bound=2.0)
+    g = torch.Generator().manual_seed(3)
+    u, x = _toy_data(600, g)
+    u = u.clamp(-1.9, 1.9)
+    result = train(
+        spec.build(),
+        _split_store(u[:500], x[:500], u[500:], x[500:]),
+        TrainingConfig(max_epochs=1),
+        torch.device("cpu"),
+    )
+    assert result.config.lr == pytest.approx(10 * automatic_lr(result.config.batch_size))
 
 
 @pytest.mark.parametrize(

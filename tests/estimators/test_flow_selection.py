@@ -145,7 +145,8 @@ def linear_gaussian(n, seed=0):
 
 def test_the_gaussian_family_recovers_a_linear_gaussian_posterior_and_auto_keeps_it(tmp_path):
     theta, x = linear_gaussian(2000)
-    est = fit(theta, x, net_type="auto", max_epochs=60, batch_size=128, lr=0.01)
+    # At the automatic rates: the Gaussian's, ten times the flows', reaches its optimum.
+    est = fit(theta, x, net_type="auto", max_epochs=60, batch_size=128)
     assert est.net_type_ == "gaussian"
     assert est.validation_losses_["gaussian"] < min(
         est.validation_losses_["nsf"], est.validation_losses_["maf"]
