@@ -37,6 +37,7 @@ __all__ = [
     "build_flow",
     "default_hidden_features",
     "default_num_transforms",
+    "lr_scale",
 ]
 
 #: Names accepted by ``net_type`` and the zuko flow each one builds.
@@ -95,6 +96,19 @@ def default_hidden_features(
     if hidden_features is not None:
         return tuple(hidden_features)
     return _DEFAULT_HIDDEN_FEATURES.get(net_type, (64, 64))
+
+
+# The Gaussian family's few parameters travel far from their initialisation: on 500
+# simulations of the narrow 10-D Gaussian the flows' rate left its validation loss 16-18
+# nats short of its optimum after 200 epochs; ten times that rate reaches it, and on
+# 10,000 simulations of Gaussian linear and Bernoulli GLM reads the same loss (to 0.003).
+_LR_SCALES = {"gaussian": 10.0}
+
+
+def lr_scale(net_type: str | None) -> float:
+    """The factor on the automatic learning rate of a ``net_type`` network: 10 for
+    ``"gaussian"``, 1 for the other families (and for ``None``, an unknown family)."""
+    return _LR_SCALES.get(net_type, 1.0)
 
 
 # Serializes the rare draws that must go through torch's global random state.

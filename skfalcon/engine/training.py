@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
+from skfalcon.engine.flows import lr_scale
 from skfalcon.engine.inference import inference_rows, row_chunks
 from skfalcon.engine.posterior import DualFlowPosterior
 from skfalcon.engine.store import SampleStore
@@ -97,23 +98,15 @@ def automatic_batch_size(features: int, n_rows: int) -> int:
     return batch
 
 
-# The Gaussian family's few parameters travel far from their initialisation: on 500
-# simulations of the narrow 10-D Gaussian the flows' rate left its validation loss 16-18
-# nats short of its optimum after 200 epochs; ten times that rate reaches it, and on
-# 10,000 simulations of Gaussian linear and Bernoulli GLM reads the same loss (to 0.003).
-_FAMILY_LR_FACTOR = {"gaussian": 10.0}
-
-
 def automatic_lr(batch_size: int, net_type: str | None = None) -> float:
     r"""The learning rate for minibatches of ``batch_size`` rows of a ``net_type`` network.
 
     :math:`\eta = 2 \cdot 10^{-3} \sqrt{B / 512}`: AdamW's square-root scaling rule,
     which keeps the noise of the updates the same across batch sizes, anchored at the
-    rate chosen for 512 rows; ten times that for the ``"gaussian"`` family, whose
-    regression coefficients and posterior scales must travel far from their
-    initialisation (benchmarks/RESULTS.md).
+    rate chosen for 512 rows, times the family's :func:`~skfalcon.engine.flows.lr_scale`
+    (10 for ``"gaussian"``, 1 for the flows).
     """
-    return _LR * math.sqrt(batch_size / _BATCH) * _FAMILY_LR_FACTOR.get(net_type, 1.0)
+    return _LR * math.sqrt(batch_size / _BATCH) * lr_scale(net_type)
 
 
 class TrainingDivergedError(RuntimeError):

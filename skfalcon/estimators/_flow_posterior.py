@@ -102,8 +102,8 @@ class FlowPosteriorEstimator(BaseEstimator):
         ``reset_network=True``. ``"gaussian"`` is
         :math:`\mathcal{N}(A s(x) + b, L L^\top)` on the probit image of the cube
         (:mod:`skfalcon.engine.gaussian`): a linear regression with a full covariance,
-        exact for linear-Gaussian simulators under Gaussian priors;
-        ``num_transforms``, ``hidden_features`` and ``num_bins`` are unused. ``"nsf"`` is autoregressive:
+        exact for linear-Gaussian simulators under Gaussian priors; ``num_transforms``,
+        ``hidden_features`` and ``num_bins`` are unused. ``"nsf"`` is autoregressive:
         densities take one network pass per transform, samples one pass per parameter per
         transform, each through only the units that parameter depends on.
         ``"spline_coupling"`` puts the same splines in coupling layers, one pass per
