@@ -1,14 +1,16 @@
-"""How far can truncation take SLCP? A diagnostic.
+"""How far can truncation take a task? A diagnostic.
 
 A truncated loop at its best spends all of its simulations in the smallest region that
 holds the posterior. This script gives the estimator that: ``--budget`` simulations from
 the prior restricted to the box of the reference posterior's 0.1 % to 99.9 % quantiles
-(per coordinate) for the benchmark's SLCP observation, one fit (at the defaults, or
-``--estimator-params``), and the MLP C2ST of its draws against the reference. Draws
-outside the box are reported, and a second C2ST keeps only those inside it. A fit that
-overfit after its best epoch (whose weights it keeps) is marked.
+(per coordinate) for ``bench_sequential.py``'s observation of ``--task`` (SLCP unless
+told), one fit (at the defaults, or ``--estimator-params``), and the MLP C2ST of its
+draws against the reference. Draws outside the box are reported, and a second C2ST keeps
+only those inside it. A fit that overfit after its best epoch (whose weights it keeps) is
+marked.
 
     OMP_NUM_THREADS=1 python benchmarks/ideal_region.py --seeds 0 1 2
+    OMP_NUM_THREADS=1 python benchmarks/ideal_region.py --task bernoulli_glm --budget 2000
 """
 
 import argparse
@@ -17,18 +19,30 @@ import warnings
 
 import numpy as np
 import torch
+from bench_sequential import TASKS
+from scipy import stats
 
 from skfalcon import FlowPosteriorEstimator
-from skfalcon.datasets import SLCP
 from skfalcon.metrics import c2st
 
 _TAIL = 1e-3
 _N_SAMPLES = 10_000
 
 
+def marginals(prior) -> list:
+    """scipy distributions of the tasks' independent uniform and normal marginals."""
+    families = {"uniform": lambda a, b: stats.uniform(a, b - a), "normal": stats.norm}
+    return [families[name](a, b) for name, a, b in prior]
+
+
 def run(task, seed, budget, box, x_obs, reference, estimator_params) -> dict:
     low, high = box
-    theta = np.random.default_rng(seed).uniform(low, high, (budget, task.n_parameters))
+    # The prior restricted to the box: uniform between the marginals' CDFs at its edges.
+    dists = marginals(task.prior)
+    lower = np.array([d.cdf(v) for d, v in zip(dists, low, strict=True)])
+    upper = np.array([d.cdf(v) for d, v in zip(dists, high, strict=True)])
+    u = np.random.default_rng(seed).uniform(lower, upper, (budget, task.n_parameters))
+    theta = np.column_stack([d.ppf(u[:, i]) for i, d in enumerate(dists)])
     x = task.simulate(theta, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # overfitting warnings: the best epoch is kept
@@ -48,6 +62,7 @@ def run(task, seed, budget, box, x_obs, reference, estimator_params) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=sorted(TASKS), default="slcp")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--budget", type=int, default=5000, help="simulations in the box")
     parser.add_argument("--threads", type=int, default=1)
@@ -56,11 +71,15 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    task = SLCP()
+    task = TASKS[args.task]()
     x_obs = task.observations(3)[1][0]  # the first, as in bench_sequential.py
     reference = task.reference_posterior(x_obs, _N_SAMPLES, random_state=0)
     low, high = np.quantile(reference, [_TAIL, 1 - _TAIL], axis=0)
-    share = float(np.prod((high - low) / (2 * task.bound)))
+    share = float(
+        np.prod(
+            [d.cdf(b) - d.cdf(a) for d, a, b in zip(marginals(task.prior), low, high, strict=True)]
+        )
+    )
     print(f"reference box: {share:.1%} of the prior's volume")
     results = []
     for seed in args.seeds:
