@@ -469,28 +469,6 @@ def _check_rounds(strategy: Strategy, n_simulations: int, params) -> list[Round]
     return strategy.rounds(n_simulations)
 
 
-def _refit(estimator, rows):
-    """``estimator`` after ``partial_fit`` of ``rows`` from new networks of the family its
-    rounds trained.
-
-    With ``net_type="auto"`` the family is chosen on the first round's prior rows and kept:
-    the later rounds' rows are drawn near ``x_obs`` (in a region, or from a proposal), so
-    the posteriors of most of them are cut off where the region or proposal ends, and
-    their held-out likelihood favours a family that models the cut over one that models
-    the posterior of ``x_obs`` (choosing again there kept the affine flow over the exact
-    Gaussian on the narrow Gaussian task; benchmarks/RESULTS.md).
-    """
-    requested = estimator.get_params().get("net_type")
-    chosen = getattr(estimator, "net_type_", requested)
-    if requested == chosen:
-        return estimator.partial_fit(*rows[:2], theta_log_prob=rows[2], reset_network=True)
-    estimator.set_params(net_type=chosen)
-    try:
-        return estimator.partial_fit(*rows[:2], theta_log_prob=rows[2], reset_network=True)
-    finally:
-        estimator.set_params(net_type=requested)
-
-
 def _best_val_loss(estimator) -> float:
     """The best validation loss of the estimator's last round (the engine's record)."""
     return float(estimator.history_[-1]["best_val_loss"])
@@ -603,8 +581,7 @@ class _Run:
         rounds. The same round is trained again from new networks, on the same store (the
         same training and validation rows: the estimator's seed fixes the split), and the
         networks with the lower best validation loss are kept, so that the run's result
-        is never worse, on held-out simulations, than one fit on all of them. The new
-        networks are of the family the rounds trained (see :func:`_refit`).
+        is never worse, on held-out simulations, than one fit on all of them.
         """
         if self._before_last is None:
             return
@@ -616,7 +593,7 @@ class _Run:
             # Its warnings (convergence, overfitting) concern the run only if it is kept.
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                refit = _refit(before, rows)
+                refit = before.partial_fit(*rows[:2], theta_log_prob=rows[2], reset_network=True)
         except KeyboardInterrupt:
             self.interrupted, self.stop_reason = True, "interrupted"
             return

@@ -109,24 +109,6 @@ def test_the_final_fit_keeps_the_lower_validation_loss(estimator, monkeypatch, r
     assert seq.history_[-1]["final_fit"] == ("refit" if refit_wins else "continued")
 
 
-def test_the_refit_keeps_the_family_auto_chose_on_the_first_rounds_rows(estimator, monkeypatch):
-    seen = []
-
-    def refit_wins(candidate):
-        seen.append(candidate)  # finish() asks for the refit's loss first
-        return -math.inf if len(seen) % 2 else math.inf
-
-    monkeypatch.setattr(_loop, "_best_val_loss", refit_wins)
-    estimator.set_params(net_type="auto")
-    seq = loop(estimator, strategy="truncated").run(X_OBS, 400)
-    refit, continued = seen[-2:]
-    assert seq.history_[-1]["final_fit"] == "refit" and seq.estimator_ is refit
-    # New networks of the rounds' family, not a new choice among the families.
-    assert refit.net_type_ == continued.net_type_
-    assert list(refit.validation_losses_) == [refit.net_type_]
-    assert refit.get_params()["net_type"] == "auto"
-
-
 def test_an_interrupted_run_says_so(estimator):
     calls = []
 
