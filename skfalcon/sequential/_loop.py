@@ -498,8 +498,11 @@ def _warn_outside_region(history: list[dict]) -> None:
     warnings.warn(
         f"{100 * outside:.1f} % of the posterior of x_obs lies outside the last truncation "
         "region, where only the earlier rounds' simulations were run: the posterior there "
-        "rests on fewer simulations, and the regions may have cut off part of it. Raise "
-        "truncation_margin, or min_training_samples for a better first estimate.",
+        "rests on fewer simulations and is underestimated: the simulations, all counted as "
+        "drawn from the prior, are denser inside the region than outside, so more of the "
+        "true posterior lies outside than this share. Raise "
+        "truncation_margin (0.1 to 0.25), or min_training_samples for a better first "
+        "estimate.",
         UserWarning,
         stacklevel=3,
     )
