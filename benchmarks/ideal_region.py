@@ -35,12 +35,18 @@ def marginals(prior) -> list:
     return [families[name](a, b) for name, a, b in prior]
 
 
-def run(task, seed, budget, box, x_obs, reference, estimator_params) -> dict:
-    low, high = box
-    # The prior restricted to the box: uniform between the marginals' CDFs at its edges.
-    dists = marginals(task.prior)
+def cdf_box(dists, low, high) -> tuple[np.ndarray, np.ndarray]:
+    """The marginals' CDFs at the box's edges: the prior restricted to the box is uniform
+    between them, and its mass is the product of their differences."""
     lower = np.array([d.cdf(v) for d, v in zip(dists, low, strict=True)])
     upper = np.array([d.cdf(v) for d, v in zip(dists, high, strict=True)])
+    return lower, upper
+
+
+def run(task, seed, budget, box, x_obs, reference, estimator_params) -> dict:
+    low, high = box
+    dists = marginals(task.prior)
+    lower, upper = cdf_box(dists, low, high)
     u = np.random.default_rng(seed).uniform(lower, upper, (budget, task.n_parameters))
     theta = np.column_stack([d.ppf(u[:, i]) for i, d in enumerate(dists)])
     x = task.simulate(theta, random_state=seed)
@@ -75,11 +81,8 @@ def main() -> None:
     x_obs = task.observations(3)[1][0]  # the first, as in bench_sequential.py
     reference = task.reference_posterior(x_obs, _N_SAMPLES, random_state=0)
     low, high = np.quantile(reference, [_TAIL, 1 - _TAIL], axis=0)
-    share = float(
-        np.prod(
-            [d.cdf(b) - d.cdf(a) for d, a, b in zip(marginals(task.prior), low, high, strict=True)]
-        )
-    )
+    lower, upper = cdf_box(marginals(task.prior), low, high)
+    share = float(np.prod(upper - lower))
     print(f"reference box: {share:.1%} of the prior's volume")
     results = []
     for seed in args.seeds:
